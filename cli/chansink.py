@@ -1,0 +1,142 @@
+"""chansink: the mock downstream service (the seed's mock_sink.exs)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from cli.errors import fail, run_app
+from engine import __version__, eventloop
+from sink.config import (
+    DEFAULT_BODY_SIZE,
+    DEFAULT_GRACE_S,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_STATUS,
+    ConfigError,
+    Mode,
+    SinkConfig,
+)
+from sink.server import ServeError, serve
+
+HELP = """\
+A mock downstream HTTP service for benchmarking a channel proxy.
+
+Answers any method on any path according to --mode:
+
+  fixed    --status with a --body-size body (the default)
+  timeout  accepts and reads requests, never answers, holds the connection
+  auth     401 without Authorization, 403 when wrong, 400 when repeated,
+           200 for "Bearer test-api-key" (compared in constant time)
+  mixed    80% fast 200, 10% 200 after 2 s, 10% 503
+
+Per-request query overrides (combinable; an invalid value is ignored):
+
+  ?response_size=N  body of exactly N bytes instead of --body-size
+  ?delay=N          answer after N ms (other connections are not held up);
+                    in mixed mode, on top of the slow answers' 2 s
+  ?status=N         status N (100-599) instead of --status (fixed mode)
+  ?chunked=1|0      chunked transfer encoding on or off for this answer
+
+Bodies of up to 1024 bytes are a JSON document of exactly N bytes
+(application/json); larger ones are N filler bytes (application/octet-stream),
+streamed from one preallocated buffer. Request bodies of any size are read and
+discarded as they arrive. A 1xx status is sent as a bare interim response,
+after which the connection is closed.
+
+Prints a summary line each second with activity (or, with --access-log, one
+line per request), and the totals when stopped by Ctrl-C or SIGTERM.
+"""
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"chansink {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command(help=HELP)
+def chansink(
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on. Anything but loopback is reachable from the network."
+        ),
+    ] = DEFAULT_HOST,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="Port to listen on; 0 picks a free one (shown in the banner)."
+        ),
+    ] = DEFAULT_PORT,
+    mode: Annotated[Mode, typer.Option(help="How to answer (see above).")] = Mode.fixed,
+    status: Annotated[
+        int, typer.Option(min=100, max=599, help="Status code of fixed-mode answers.")
+    ] = DEFAULT_STATUS,
+    body_size: Annotated[
+        int, typer.Option(min=0, help="Response body size in bytes.")
+    ] = DEFAULT_BODY_SIZE,
+    chunked: Annotated[
+        bool, typer.Option(help="Send bodies with Transfer-Encoding: chunked.")
+    ] = False,
+    sendfile: Annotated[
+        bool,
+        typer.Option(
+            help="Send large bodies with sendfile(2) from an in-memory file (no copy);"
+            " --no-sendfile copies them from a buffer instead."
+        ),
+    ] = True,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            help="Print one line per request (as the seed did) instead of a summary per second."
+        ),
+    ] = False,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed for mixed mode, for repeatable runs.")
+    ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds in-flight answers get to finish on Ctrl-C/SIGTERM."),
+    ] = DEFAULT_GRACE_S,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = None,
+) -> None:
+    try:
+        config = SinkConfig(
+            host=host,
+            port=port,
+            mode=mode,
+            status=status,
+            body_size=body_size,
+            chunked=chunked,
+            sendfile=sendfile,
+            access_log=access_log,
+            seed=seed,
+            grace=grace,
+        )
+    except ConfigError as exc:
+        raise fail("chansink", str(exc), 2) from None
+    try:
+        code = eventloop.run(serve(config))
+    except ServeError as exc:
+        raise fail("chansink", str(exc), 1) from None
+    raise typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_app(app, "chansink", argv))
+
+
+if __name__ == "__main__":
+    main()

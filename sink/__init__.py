@@ -1,0 +1,1 @@
+"""chansink: the mock downstream service a channel proxy forwards to."""

@@ -1,0 +1,77 @@
+"""chansink's configuration: one frozen object, validated once."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+
+# The seed's defaults (mock_sink.exs).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4001
+DEFAULT_STATUS = 200
+DEFAULT_BODY_SIZE = 256
+
+# Requests whose header section exceeds this get 431 (RFC 6585).
+MAX_HEADER_BYTES = 64 * 1024
+# The largest ?delay= honoured; longer values are ignored like any invalid one.
+MAX_DELAY_MS = 24 * 3600 * 1000
+# Graceful shutdown: in-flight responses get this long to finish.
+DEFAULT_GRACE_S = 5.0
+
+
+class Mode(enum.StrEnum):
+    fixed = "fixed"
+    timeout = "timeout"
+    auth = "auth"
+    mixed = "mixed"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the option."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    mode: Mode = Mode.fixed
+    status: int = DEFAULT_STATUS
+    body_size: int = DEFAULT_BODY_SIZE
+    chunked: bool = False
+    sendfile: bool = True
+    access_log: bool = False
+    stats_interval: float = 1.0
+    grace: float = DEFAULT_GRACE_S
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every invalid setting at once, each naming its option."""
+        out = []
+        if not 0 <= self.port <= 65535:
+            out.append(f"--port must be 0-65535 (0 picks a free port), got {self.port}")
+        if not 100 <= self.status <= 599:
+            out.append(f"--status must be 100-599, got {self.status}")
+        if self.body_size < 0:
+            out.append(f"--body-size must be >= 0, got {self.body_size}")
+        if self.stats_interval <= 0:
+            out.append(f"--stats-interval must be > 0, got {self.stats_interval}")
+        if self.grace < 0:
+            out.append(f"--grace must be >= 0, got {self.grace}")
+        if not self.host:
+            out.append("--host must not be empty")
+        return out
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

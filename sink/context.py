@@ -1,0 +1,190 @@
+"""State shared by every connection of one chansink server.
+
+Only the event loop thread touches it, so plain counters suffice. It also
+owns the caches of prebuilt responses, rebuilt once a second with the Date.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import TextIO
+
+from sink import bodies
+from sink.config import SinkConfig
+from sink.responder import Responder
+
+# One receive buffer for the whole server: uvloop fills it and we parse it
+# before anything else can run, so connections can share it. Idle
+# connections then cost no buffer at all, and the body bytes never go through
+# a fresh per-read allocation of their own.
+READ_BUFFER_SIZE = 256 * 1024
+# Prebuilt responses kept per second; past this the cache starts over.
+CACHE_LIMIT = 4096
+
+
+class SinkStats:
+    __slots__ = (
+        "accepted",
+        "bad_requests",
+        "body_bytes_in",
+        "bytes_in",
+        "bytes_out",
+        "open",
+        "requests",
+        "responses",
+    )
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.open = 0
+        self.requests = 0
+        self.responses = 0
+        self.bad_requests = 0
+        self.bytes_in = 0
+        self.body_bytes_in = 0
+        self.bytes_out = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class SinkContext:
+    __slots__ = (
+        "_cache",
+        "_head_cache",
+        "access_log",
+        "config",
+        "connections",
+        "date",
+        "fast",
+        "filler_fd",
+        "get_buffer",
+        "read_buffer",
+        "read_view",
+        "responder",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        config: SinkConfig,
+        responder: Responder | None = None,
+        access_log: TextIO | None = None,
+    ) -> None:
+        self.config = config
+        self.responder = responder or Responder(config)
+        self.stats = SinkStats()
+        self.access_log = access_log
+        self.connections: set = set()
+        self.read_buffer = bytearray(READ_BUFFER_SIZE)
+        self.read_view = memoryview(self.read_buffer)
+        # get_buffer(sizehint) at C speed: a dict lookup whatever the hint.
+        self.get_buffer = collections.defaultdict(lambda: self.read_buffer).__getitem__
+        self._cache: dict[tuple, bytes] = {}
+        self._head_cache: dict[tuple, bytes] = {}
+        # URL -> whole response, for plain keep-alive HTTP/1.1 requests in fixed mode.
+        self.fast: dict[bytes, bytes] = {}
+        self.filler_fd = bodies.filler_file() if config.sendfile else None
+        self.date = b""
+        self.tick()
+
+    def close(self) -> None:
+        if self.filler_fd is not None:
+            import os
+
+            os.close(self.filler_fd)
+            self.filler_fd = None
+
+    def tick(self, now: float | None = None) -> None:
+        """Refresh the Date header; prebuilt responses carry it, so drop them."""
+        date = bodies.http_date(now)
+        if date != self.date:
+            self.date = date
+            self._cache.clear()
+            self._head_cache.clear()
+            self.fast.clear()
+
+    def small_response(
+        self,
+        status: int,
+        body: bytes | None,
+        size: int,
+        keep_alive: bool,
+        http10: bool,
+        head_only: bool,
+        chunked: bool,
+    ) -> bytes:
+        """The whole response, head and body, for a body of at most 1024 bytes."""
+        key = (status, body if body is not None else size, keep_alive, http10, head_only, chunked)
+        data = self._cache.get(key)
+        if data is None:
+            if bodies.has_no_body(status):
+                data = self._head(status, None, None, False, keep_alive, http10)
+            else:
+                if body is None:
+                    body = bodies.json_body(size)
+                chunked = chunked and not http10 and len(body) > 0
+                head = self._head(status, bodies.JSON, len(body), chunked, keep_alive, http10)
+                if head_only:
+                    data = head
+                elif chunked:
+                    data = head + bodies.chunk_frame(body) + bodies.CHUNKED_END
+                else:
+                    data = head + body
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = data
+        return data
+
+    def remember_fast(self, url: bytes, data: bytes) -> None:
+        if len(self.fast) >= CACHE_LIMIT:
+            self.fast.clear()
+        self.fast[url] = data
+
+    def large_head(
+        self, status: int, size: int, keep_alive: bool, http10: bool, chunked: bool
+    ) -> bytes:
+        """The head of a response whose body is ``size`` (> 1024) filler bytes."""
+        key = (status, size, keep_alive, http10, chunked)
+        head = self._head_cache.get(key)
+        if head is None:
+            head = self._head(status, bodies.OCTET, size, chunked, keep_alive, http10)
+            if len(self._head_cache) >= CACHE_LIMIT:
+                self._head_cache.clear()
+            self._head_cache[key] = head
+        return head
+
+    def _head(
+        self,
+        status: int,
+        content_type: bytes | None,
+        length: int | None,
+        chunked: bool,
+        keep_alive: bool,
+        http10: bool,
+    ) -> bytes:
+        return bodies.render_head(
+            status,
+            date=self.date,
+            content_type=content_type,
+            length=length,
+            chunked=chunked,
+            keep_alive=keep_alive,
+            http10=http10,
+        )
+
+    def log_access(self, method: bytes, url: bytes, status: int, started: float) -> None:
+        """One line per request, in the seed's format."""
+        if self.access_log is None:
+            return
+        now = time.time()
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now))
+        micros = int((now % 1) * 1_000_000)
+        q = url.find(b"?")
+        path = (url if q < 0 else url[:q]).decode("latin-1")
+        self.access_log.write(
+            f"[{stamp}.{micros:06d}] {method.decode('latin-1')} {path}"
+            f" -> {status} ({elapsed_ms}ms)\n"
+        )

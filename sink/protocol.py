@@ -1,0 +1,279 @@
+"""chansink's HTTP/1.1 server protocol: httptools parsing on a BufferedProtocol.
+
+Requests are parsed as they stream in and their bodies are only counted, so
+memory does not grow with upload size. What is owed in return is the
+``ReplyQueue``'s business (sink/replies.py); the common case, a plain
+keep-alive request for a small prebuilt response, is written right here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import httptools
+
+from sink import bodies
+from sink.config import MAX_HEADER_BYTES, Mode
+from sink.context import READ_BUFFER_SIZE, SinkContext
+from sink.replies import Pending, ReplyQueue, small_response
+from sink.responder import Reply
+
+# A header section still incomplete after this many raw bytes is refused even
+# before httptools hands us its pieces (bounds what the parser buffers).
+RAW_HEAD_LIMIT = MAX_HEADER_BYTES + READ_BUFFER_SIZE
+
+
+class HeaderTooLarge(Exception):
+    """The request's header section is over the limit (431)."""
+
+
+class SinkProtocol(asyncio.BufferedProtocol):
+    __slots__ = (
+        "_auth",
+        "_ctx",
+        "_expect_continue",
+        "_fast",
+        "_head_bytes",
+        "_head_raw",
+        "_in_head",
+        "_in_message",
+        "_log",
+        "_loop",
+        "_parser",
+        "_plain",
+        "_read_view",
+        "_replies",
+        "_responder",
+        "_stats",
+        "_transport",
+        "_url",
+        "get_buffer",
+    )
+
+    def __init__(self, ctx: SinkContext, loop: asyncio.AbstractEventLoop) -> None:
+        # Shared, server-wide state.
+        self._ctx = ctx
+        self._loop = loop
+        self._stats = ctx.stats
+        self._responder = ctx.responder
+        self._log = ctx.access_log is not None
+        self._read_view = ctx.read_view
+        # Not a method: uvloop calls get_buffer once per read, and a C-level
+        # callable saves a Python frame on every one.
+        self.get_buffer = ctx.get_buffer
+        # Prebuilt whole responses by URL, for fixed mode without an access log.
+        self._fast = ctx.fast if ctx.config.mode is Mode.fixed and not self._log else None
+
+        # Per-connection state.
+        self._transport: asyncio.Transport | None = None
+        self._replies: ReplyQueue | None = None
+        self._parser = httptools.HttpRequestParser(self)
+
+        # Per-request state.
+        self._in_message = False
+        self._in_head = False
+        self._url = b""
+        self._auth: list[bytes] | None = None
+        self._expect_continue = False
+        self._plain = True  # no Authorization, Expect or Connection header
+        self._head_bytes = 0
+        self._head_raw = 0
+
+    # -- asyncio callbacks ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        fd = None
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            fd = sock.fileno()
+        self._replies = ReplyQueue(self._ctx, self._loop, transport, fd)
+        stats = self._stats
+        stats.accepted += 1
+        stats.open += 1
+        self._ctx.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stats.open -= 1
+        self._ctx.connections.discard(self)
+        self._replies.lost()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._stats.bytes_in += nbytes
+        if self._replies.reading_done:
+            return
+        was_in_head = self._in_head
+        try:
+            self._parser.feed_data(self._read_view[:nbytes])
+        except httptools.HttpParserUpgrade:
+            # No protocol switching here: answer what was asked, then close.
+            self._replies.stop_reading()
+            if self._in_message:
+                self._refuse(400, bodies.ERR_BAD_REQUEST)
+            else:
+                self._replies.close_when_done()
+            return
+        except httptools.HttpParserError:
+            # httptools wraps what our callbacks raise: tell 431 by the count.
+            if self._head_bytes > MAX_HEADER_BYTES:
+                self._refuse(431, bodies.ERR_HEADERS_TOO_LARGE)
+            else:
+                self._refuse(400, bodies.ERR_BAD_REQUEST)
+            return
+        if self._expect_continue:
+            self._send_continue()
+        if self._in_head and was_in_head:
+            self._head_raw += nbytes
+            if self._head_raw > RAW_HEAD_LIMIT:
+                self._refuse(431, bodies.ERR_HEADERS_TOO_LARGE)
+
+    def eof_received(self) -> bool:
+        # Half-close from the client: finish the replies it is owed, then close.
+        self._replies.stop_reading()
+        self._replies.close_when_done()
+        return True
+
+    def pause_writing(self) -> None:
+        self._replies.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._replies.resume_writing()
+
+    # -- httptools callbacks -------------------------------------------------
+    # Hot path: httptools skips callbacks we do not define, so there is no
+    # on_message_begin (the URL always comes first and starts a request) and
+    # no on_headers_complete (the first body piece, or the end of the
+    # message, ends the head); per-request state is reset at the end.
+
+    def on_url(self, url: bytes) -> None:
+        if self._in_message:
+            self._url += url
+        else:
+            self._in_message = True
+            self._in_head = True
+            self._url = url
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEADER_BYTES:
+            raise HeaderTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = self._head_bytes + len(name) + len(value) + 4
+        self._head_bytes = size
+        if size > MAX_HEADER_BYTES:
+            raise HeaderTooLarge
+        n = len(name)
+        if n == 13 or n == 6 or n == 10:
+            self._special_header(name.lower(), value)
+
+    def _special_header(self, name: bytes, value: bytes) -> None:
+        if name == b"authorization":
+            self._plain = False
+            if self._auth is None:
+                self._auth = [value]
+            else:
+                self._auth.append(value)
+        elif name == b"expect":
+            self._plain = False
+            if value.lower() == b"100-continue":
+                self._expect_continue = True
+        elif name == b"connection":
+            self._plain = False
+
+    def on_body(self, body: bytes) -> None:
+        self._in_head = False
+        self._stats.body_bytes_in += len(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._in_head = False
+        self._head_raw = 0
+        self._head_bytes = 0
+        stats = self._stats
+        stats.requests += 1
+        fast = self._fast
+        if fast is not None and self._plain and self._replies.ready:
+            parser = self._parser
+            # No Connection header and keep-alive: HTTP/1.1, the common case.
+            if parser.should_keep_alive() and parser.get_method() != b"HEAD":
+                data = fast.get(self._url)
+                if data is not None:
+                    stats.bytes_out += len(data)
+                    stats.responses += 1
+                    self._transport.write(data)
+                    return
+        self._complete_slow()
+
+    # -- everything but the fast path ----------------------------------------
+
+    def _send_continue(self) -> None:
+        # RFC 9110 10.1.1: tell the client to go ahead with its body; only
+        # when no earlier reply is owed, or the 100 would jump the queue.
+        self._expect_continue = False
+        if self._in_message and self._ctx.config.mode is not Mode.timeout and self._replies.ready:
+            self._replies.write(bodies.CONTINUE_100)
+
+    def _complete_slow(self) -> None:
+        url = self._url
+        auth = self._auth
+        plain = self._plain
+        self._auth = None
+        self._expect_continue = False
+        self._plain = True
+        reply = self._responder.reply(url, auth)
+        replies = self._replies
+        if reply is None or replies.closed:
+            return  # timeout mode: read everything, answer nothing
+        parser = self._parser
+        method = parser.get_method()
+        pending = Pending(
+            reply,
+            parser.should_keep_alive() and reply.status >= 200 and not replies.closing,
+            parser.get_http_version() == "1.0",
+            method == b"HEAD",
+            method,
+            url,
+            time.monotonic() if self._log else 0.0,
+        )
+        data = None
+        if replies.ready and not reply.delay_ms:
+            data = small_response(self._ctx, pending)
+            if (
+                data is not None
+                and self._fast is not None
+                and plain
+                and pending.keep_alive
+                and not pending.http10
+                and not pending.head_only
+            ):
+                self._ctx.remember_fast(url, data)
+        replies.submit(pending, data)
+
+    def _refuse(self, status: int, body: bytes) -> None:
+        """Answer a request we cannot parse (after the ones before it), then close."""
+        self._stats.bad_requests += 1
+        self._replies.stop_reading()
+        self._in_message = False
+        self._in_head = False
+        self._head_bytes = 0
+        reply = Reply(status, body, len(body), 0, False)
+        self._replies.submit(Pending(reply, False, False, False, b"-", b"-", time.monotonic()))
+
+    # -- server control ------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Close now if idle; otherwise after the replies already owed."""
+        replies = self._replies
+        if self._in_message:
+            replies.close_when_done(request_arriving=True)
+            return
+        replies.stop_reading()
+        if replies.idle:
+            replies.close()
+        else:
+            replies.close_when_done()
+
+    def abort(self) -> None:
+        self._replies.abort()

@@ -1,0 +1,153 @@
+"""Run a chansink server: bind, announce, report once a second, shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import signal
+import sys
+import time
+from typing import TextIO
+
+from sink.config import SinkConfig
+from sink.context import SinkContext
+from sink.protocol import SinkProtocol
+
+BANNER_RULE = "=" * 51
+
+
+class ServeError(Exception):
+    """The server could not start; the message says why (exit 1)."""
+
+
+def _rate(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.1f} {unit}/s" if unit != "B" else f"{nbytes:.0f} B/s"
+        nbytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def banner(config: SinkConfig, host: str, port: int) -> str:
+    url_host = f"[{host}]" if ":" in host else host
+    return "\n".join(
+        [
+            BANNER_RULE,
+            f"  chansink listening on http://{url_host}:{port}",
+            f"  Mode:      {config.mode.value}",
+            f"  Status:    {config.status}",
+            f"  Body size: {config.body_size} bytes" + (" (chunked)" if config.chunked else ""),
+            BANNER_RULE,
+        ]
+    )
+
+
+def final_summary(ctx: SinkContext) -> str:
+    fields = " ".join(f"{k}={v}" for k, v in ctx.stats.as_dict().items() if k != "open")
+    return f"chansink stopped: {fields}"
+
+
+class _Ticker:
+    """Once a second: refresh the Date, flush the access log, print a summary."""
+
+    def __init__(self, ctx: SinkContext, out: TextIO, interval: float) -> None:
+        self.ctx = ctx
+        self.out = out
+        self.interval = interval
+        self.last = (0, 0, 0, 0)
+        self.last_t = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.once()
+
+    def once(self) -> None:
+        ctx = self.ctx
+        ctx.tick()
+        s = ctx.stats
+        now = time.monotonic()
+        snapshot = (s.requests, s.bytes_in, s.bytes_out, s.open)
+        if snapshot != self.last and ctx.access_log is None:
+            dt = max(now - self.last_t, 1e-9)
+            reqs = (s.requests - self.last[0]) / dt
+            rate_in = _rate((s.bytes_in - self.last[1]) / dt)
+            rate_out = _rate((s.bytes_out - self.last[2]) / dt)
+            stamp = time.strftime("%H:%M:%S")
+            self.out.write(
+                f"[chansink {stamp}] {reqs:.0f} req/s, in {rate_in},"
+                f" out {rate_out}, {s.open} open,"
+                f" {s.requests} requests\n"
+            )
+        self.last = snapshot
+        self.last_t = now
+        self.out.flush()
+
+
+async def serve(config: SinkConfig, out: TextIO | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; return the exit code."""
+    out = out or sys.stdout
+    loop = asyncio.get_running_loop()
+    ctx = SinkContext(config, access_log=out if config.access_log else None)
+    try:
+        server = await loop.create_server(
+            lambda: SinkProtocol(ctx, loop),
+            config.host,
+            config.port,
+            backlog=4096,
+            reuse_address=True,
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(
+                f"port {config.port} on {config.host} is already in use"
+                " (stop the other server or choose another --port; --port 0 picks a free one)"
+            ) from None
+        raise ServeError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+
+    host, port = server.sockets[0].getsockname()[:2]
+    if not config.is_loopback:
+        print(
+            f"chansink: warning: listening on {host}, which is not a loopback address:"
+            " anything that can reach this machine can use it",
+            file=sys.stderr,
+        )
+    out.write(banner(config, host, port) + "\n")
+    out.flush()
+
+    stop = asyncio.Event()
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        stop.set()
+        if signals_seen > 1:  # a second Ctrl-C: stop waiting for anyone
+            for conn in list(ctx.connections):
+                conn.abort()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+
+    ticker = _Ticker(ctx, out, config.stats_interval)
+    tick_task = asyncio.create_task(ticker.run())
+    try:
+        await stop.wait()
+    finally:
+        tick_task.cancel()
+        server.close()
+        for conn in list(ctx.connections):
+            conn.shutdown()
+        deadline = loop.time() + config.grace
+        while ctx.connections and loop.time() < deadline and signals_seen < 2:
+            await asyncio.sleep(0.02)
+        for conn in list(ctx.connections):
+            conn.abort()
+        await server.wait_closed()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        ctx.close()
+        ticker.once()
+        out.write(final_summary(ctx) + "\n")
+        out.flush()
+    return 0

@@ -1,0 +1,199 @@
+"""`make perf-sink`: chansink against nginx, side by side, under the same wrk load.
+
+1. Small responses: req/s of chansink vs nginx (one worker, the same 256-byte
+   body) under `wrk -t1 -c20`, back to back in alternating order, several
+   rounds; wrk pinned to one core, the server to the other. Target: chansink
+   >= 0.95x nginx (ratio of the medians).
+2. 1 MiB downloads (chansink `?response_size=1048576`, nginx a static file)
+   and 1 MiB uploads (read and discarded by both): GiB/s, the server's CPU use
+   and chansink's RSS over each run. Target: >= 3 GiB/s with flat RSS (peak
+   within 16 MiB of the start). Moving 1 MiB bodies costs the receiving side
+   most, so these runs give wrk two threads and pin nothing.
+
+Writes bench_results/perf-sink.md (and the raw numbers under bench_results/raw/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from sink.bodies import json_body
+from tests.perf.common import (
+    GIB,
+    MIB,
+    ProcSampler,
+    cpu_sets,
+    fmt_bytes,
+    median,
+    run_wrk,
+    skip_unless,
+    start_chansink,
+    start_nginx,
+    versions,
+    versions_table,
+    write_report,
+    wrk_upload_script,
+)
+
+TARGET_RATIO = 0.95
+TARGET_GIBPS = 3.0
+FLAT_RSS = 16 * MIB
+SERVERS = ("chansink", "nginx")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=10, help="seconds per small-body run")
+    ap.add_argument("--big-duration", type=float, default=5, help="seconds per 1 MiB run")
+    ap.add_argument("--rounds", type=int, default=3, help="repetitions of each comparison")
+    ap.add_argument("--connections", type=int, default=20)
+    args = ap.parse_args(argv)
+    skip_unless("wrk", "nginx")
+
+    gen_pin, srv_pin = cpu_sets()
+    tmp = Path(tempfile.mkdtemp(prefix="perf-sink-"))
+    started = {
+        "chansink": start_chansink([], srv_pin, tmp / "chansink.log"),
+        "nginx": start_nginx(json_body(256), srv_pin),
+    }
+    upload = wrk_upload_script(MIB)
+    paths = {
+        "small": {"chansink": "/test", "nginx": "/test"},
+        "download": {"chansink": f"/test?response_size={MIB}", "nginx": "/big"},
+        "upload": {"chansink": "/test", "nginx": "/upload"},
+    }
+    results: dict[str, dict[str, list]] = {k: {n: [] for n in SERVERS} for k in paths}
+    try:
+        for srv in started.values():  # warm both up
+            run_wrk(f"http://127.0.0.1:{srv.port}/test", 2, args.connections, gen_pin)
+        for r in range(args.rounds):
+            order = SERVERS if r % 2 == 0 else SERVERS[::-1]
+            for kind in paths:
+                for name in order:
+                    srv = started[name]
+                    small = kind == "small"
+                    with ProcSampler(srv.pid) as proc:
+                        res = run_wrk(
+                            f"http://127.0.0.1:{srv.port}{paths[kind][name]}",
+                            args.duration if small else args.big_duration,
+                            args.connections,
+                            gen_pin if small else [],
+                            threads=1 if small else 2,
+                            script=upload if kind == "upload" else None,
+                        )
+                    results[kind][name].append((res, proc.summary()))
+                    rate = f"{res.rps:12,.0f} req/s" if small else f"{gibps(res):8.2f} GiB/s"
+                    print(f"round {r + 1} {kind:8s} {name:8s} {rate}", flush=True)
+    finally:
+        for srv in started.values():
+            srv.stop()
+
+    raw = {
+        "command": command_line(),
+        "args": vars(args),
+        "versions": versions(),
+        "results": {
+            kind: {n: [{"wrk": vars(w), "proc": p} for w, p in v] for n, v in per.items()}
+            for kind, per in results.items()
+        },
+    }
+    report, ok = render(args, raw["versions"], results)
+    path = write_report("perf-sink", report, raw)
+    print(report)
+    print(f"written: {path}")
+    return 0 if ok else 1
+
+
+def gibps(res) -> float:
+    return res.rps * MIB / GIB
+
+
+def command_line() -> str:
+    return "python -m tests.perf.perf_sink " + shlex.join(sys.argv[1:])
+
+
+def render(args, info, results) -> tuple[str, bool]:
+    lines = [
+        "# perf-sink: chansink vs nginx",
+        "",
+        f"Command: `make perf-sink` (`{command_line().strip()}`), {info['date']}.",
+        "",
+        f"{args.rounds} rounds, each server in turn (order alternating). nginx: one worker,"
+        " access_log off, keepalive_requests 10000000. Small bodies: `wrk -t1"
+        f" -c{args.connections} -d{args.duration:g}s`, wrk pinned to CPU 0 and the server to"
+        f" CPU 1. 1 MiB bodies: `wrk -t2 -c{args.connections} -d{args.big_duration:g}s`,"
+        " nothing pinned. Errors of any kind (socket errors, non-2xx) are counted below.",
+        "",
+    ]
+    errors = {
+        kind: {n: sum(sum(w.errors.values()) + w.non_2xx for w, _ in v) for n, v in per.items()}
+        for kind, per in results.items()
+    }
+
+    small = results["small"]
+    med = {n: median([w.rps for w, _ in small[n]]) for n in SERVERS}
+    ratio = med["chansink"] / med["nginx"]
+    ok = ratio >= TARGET_RATIO and not any(errors["small"].values())
+    lines += [
+        "## 256-byte responses",
+        "",
+        "| round | chansink req/s | nginx req/s | ratio | chansink p99 | nginx p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, ((a, _), (b, _)) in enumerate(zip(small["chansink"], small["nginx"], strict=True)):
+        lines.append(
+            f"| {i + 1} | {a.rps:,.0f} | {b.rps:,.0f} | {a.rps / b.rps:.3f}"
+            f" | {a.p99_s * 1e6:.0f} us | {b.p99_s * 1e6:.0f} us |"
+        )
+    lines += [
+        f"| **median** | **{med['chansink']:,.0f}** | **{med['nginx']:,.0f}** | **{ratio:.3f}**"
+        " | | |",
+        "",
+        f"Errors: chansink {errors['small']['chansink']}, nginx {errors['small']['nginx']}.",
+        f"Target >= {TARGET_RATIO}x nginx: **{'met' if ok else 'NOT met'}** ({ratio:.3f}x).",
+        "",
+    ]
+    for kind, title in (("download", "1 MiB downloads"), ("upload", "1 MiB uploads")):
+        data = results[kind]
+        lines += [
+            f"## {title}",
+            "",
+            "| round | chansink GiB/s | chansink CPU | nginx GiB/s | nginx CPU"
+            " | chansink RSS start | RSS peak |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for i, ((a, pa), (b, pb)) in enumerate(zip(data["chansink"], data["nginx"], strict=True)):
+            lines.append(
+                f"| {i + 1} | {gibps(a):.2f} | {pa['cpu_cores']:.2f} | {gibps(b):.2f}"
+                f" | {pb['cpu_cores']:.2f} | {fmt_bytes(pa['rss_start'])}"
+                f" | {fmt_bytes(pa['rss_peak'])} |"
+            )
+        rate = {n: median([gibps(w) for w, _ in data[n]]) for n in SERVERS}
+        cpu = {n: median([p["cpu_cores"] for _, p in data[n]]) for n in SERVERS}
+        growth = max(p["rss_peak"] - p["rss_start"] for _, p in data["chansink"])
+        met = rate["chansink"] >= TARGET_GIBPS and growth <= FLAT_RSS
+        met = met and not errors[kind]["chansink"]
+        ok = ok and met
+        lines += [
+            f"| **median** | **{rate['chansink']:.2f}** | {cpu['chansink']:.2f}"
+            f" | **{rate['nginx']:.2f}** | {cpu['nginx']:.2f} | | |",
+            "",
+            f"Server CPU is in cores (CPU seconds per second). chansink moves"
+            f" {rate['chansink'] / max(cpu['chansink'], 1e-9):.1f} GiB per CPU second,"
+            f" nginx {rate['nginx'] / max(cpu['nginx'], 1e-9):.1f}."
+            f" chansink's largest RSS growth in a run: {fmt_bytes(growth)}."
+            f" Errors: chansink {errors[kind]['chansink']}, nginx {errors[kind]['nginx']}.",
+            f"Target >= {TARGET_GIBPS} GiB/s with RSS growth <= {fmt_bytes(FLAT_RSS)}:"
+            f" **{'met' if met else 'NOT met'}**.",
+            "",
+        ]
+    lines += ["## Versions", "", versions_table(info), ""]
+    return "\n".join(lines), ok
+
+
+if __name__ == "__main__":
+    sys.exit(main())

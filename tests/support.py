@@ -1,0 +1,233 @@
+"""Test support: real child processes, real sockets, waits with deadlines."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h11
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition", interval: float = 0.01):
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def rss_bytes(pid: int, field_name: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field_name} for pid {pid}")
+
+
+@dataclass
+class SinkProcess:
+    """A chansink child process on an OS-assigned port."""
+
+    proc: subprocess.Popen
+    log: Path
+    stderr: Path
+    port: int = 0
+    host: str = "127.0.0.1"
+    summary: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def errors(self) -> str:
+        return self.stderr.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the sink, wait for it to exit, parse its final totals."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("chansink did not exit after the signal") from None
+        m = re.search(r"chansink stopped: (.*)", self.output())
+        if m:
+            self.summary = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
+        return code
+
+
+def chansink_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli.chansink", *args]
+
+
+def start_sink(tmp_path: Path, *args: str, port: int = 0, wait: bool = True) -> SinkProcess:
+    n = len(list(tmp_path.glob("chansink-*.log")))
+    log = tmp_path / f"chansink-{n}.log"
+    err = tmp_path / f"chansink-{n}.err"
+    proc = subprocess.Popen(
+        chansink_command("--port", str(port), *args),
+        stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
+        stderr=open(err, "wb"),  # noqa: SIM115
+        cwd=ROOT,
+    )
+    sink = SinkProcess(proc, log, err)
+    if wait:
+
+        def listening():
+            if proc.poll() is not None:
+                raise AssertionError(f"chansink exited early: {err.read_text()}{log.read_text()}")
+            m = re.search(r"listening on http://([\d.]+):(\d+)", log.read_text())
+            return m
+
+        m = wait_until(listening, 15, "chansink to listen")
+        sink.host, sink.port = m.group(1), int(m.group(2))
+    return sink
+
+
+# -- a small blocking HTTP/1.1 client on h11, for exact control in tests ------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    elapsed: float = 0.0
+
+
+class H11Client:
+    """One keep-alive connection; requests are sent and read with h11."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.conn = h11.Connection(h11.CLIENT)
+        self.host = f"{host}:{port}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> H11Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def send(self, event) -> None:
+        data = self.conn.send(event)
+        if data:
+            self.sock.sendall(data)
+
+    def request(
+        self,
+        method: str = "GET",
+        target: str = "/test",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        chunks: list[bytes] | None = None,
+    ) -> Response:
+        started = time.monotonic()
+        self.send_request(method, target, headers, body, chunks)
+        response = self.read_response(method == "HEAD")
+        response.elapsed = time.monotonic() - started
+        return response
+
+    def send_request(
+        self,
+        method: str = "GET",
+        target: str = "/test",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        chunks: list[bytes] | None = None,
+    ) -> None:
+        hdrs = [("Host", self.host), *(headers or [])]
+        if chunks is not None:
+            hdrs.append(("Transfer-Encoding", "chunked"))
+        elif body is not None:
+            hdrs.append(("Content-Length", str(len(body))))
+        self.send(h11.Request(method=method, target=target, headers=hdrs))
+        if chunks is not None:
+            for chunk in chunks:
+                self.send(h11.Data(data=chunk))
+        elif body:
+            self.send(h11.Data(data=body))
+        self.send(h11.EndOfMessage())
+
+    def read_response(self, head_only: bool = False) -> Response:
+        status = 0
+        headers: list[tuple[bytes, bytes]] = []
+        body = bytearray()
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                data = self.sock.recv(1 << 20)
+                self.conn.receive_data(data)
+                continue
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            if isinstance(event, h11.Response):
+                status = event.status_code
+                headers = list(event.headers)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("closed before the response ended")
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+        return Response(
+            status,
+            {k.decode().lower(): v.decode() for k, v in headers},
+            bytes(body),
+            headers,
+        )
+
+
+def get(port: int, target: str = "/test", method: str = "GET", **kw) -> Response:
+    with H11Client(port) as client:
+        return client.request(method, target, **kw)
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes (or ``timeout``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        out = bytearray()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+
+def env_with_root() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
