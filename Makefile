@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint bench perf-sink clean
+.PHONY: install test lint bench perf-sink perf-engine clean
 
 install: $(BIN)/chanload
 
@@ -25,6 +25,10 @@ bench: install
 # chansink vs nginx under wrk (needs wrk and nginx: apt-get install -y wrk nginx-light).
 perf-sink: install
 	$(BIN)/python -m tests.perf.perf_sink
+
+# chanload vs wrk, h11 throughput, 1 MiB bodies, a 10-minute RSS check (needs wrk, nginx).
+perf-engine: install
+	$(BIN)/python -m tests.perf.perf_engine
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

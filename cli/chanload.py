@@ -1,21 +1,64 @@
-"""chanload: the load generator (subcommands grow with the engine)."""
+"""chanload: the load generator. `chanload run` is the seed's load_test.exs."""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from cli.errors import run_app
-from engine import __version__
+from cli.errors import fail, run_app
+from engine import __version__, eventloop
+from engine.config import (
+    DEFAULT_CHANNEL,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DURATION,
+    DEFAULT_SCENARIO,
+    DEFAULT_SINK,
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    ConfigError,
+    RunConfig,
+)
+from engine.report.console import summary
+from engine.report.files import append_csv, write_json
+from engine.scenarios import SCENARIOS
+from engine.target import TargetError
+
+PROG = "chanload"
+_ARGV: list[str] = []
 
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Benchmark an HTTP channel proxy: drive load, measure it, report it.",
+    help="Benchmark an HTTP channel proxy: drive load through it, measure it, report it.",
 )
+
+SCENARIO_HELP = "\n".join(f"  {name:15s} {s.description}" for name, s in SCENARIOS.items())
+
+RUN_HELP = f"""\
+Drive HTTP load at a channel proxy (or the sink itself) and report throughput,
+latency percentiles, errors and status codes, as the seed's load_test.exs did.
+
+Scenarios:
+
+{SCENARIO_HELP}
+
+Closed model: each VU owns one keep-alive connection and sends request after
+request until --duration is over; requests in flight at the end may finish
+(up to --timeout) and are counted. Errors are transport failures (connect,
+timeout, closed, reset, protocol) plus 5xx answers, each request counted once.
+
+Targets: direct_sink goes to <--sink>/test; every other scenario goes through
+a proxy: give its channel URL with --channel-url (Lightning mode, --node,
+is not available in this version yet).
+
+Exit codes: 0 done, 1 the target could not be used, 2 invalid options.
+"""
 
 
 @app.command()
@@ -24,8 +67,139 @@ def version() -> None:
     print(f"chanload {__version__}")
 
 
+@app.command(help=RUN_HELP)
+def run(
+    scenario: Annotated[str, typer.Option(help="Scenario to run (see above).")] = DEFAULT_SCENARIO,
+    concurrency: Annotated[
+        int, typer.Option(help="Concurrent virtual users (ramp_up: the last step's VUs).")
+    ] = DEFAULT_CONCURRENCY,
+    duration: Annotated[float, typer.Option(help="Seconds of load.")] = DEFAULT_DURATION,
+    target: Annotated[str, typer.Option(help="Lightning base URL.")] = DEFAULT_TARGET,
+    sink: Annotated[
+        str | None,
+        typer.Option(help=f"Mock sink URL (direct_sink's target) [default: {DEFAULT_SINK}]."),
+    ] = None,
+    channel_url: Annotated[
+        str | None,
+        typer.Option(help="Send requests to this channel URL of any proxy (no Erlang node)."),
+    ] = None,
+    node: Annotated[
+        str | None, typer.Option(help="Lightning node name [default: lightning@<hostname>].")
+    ] = None,
+    cookie: Annotated[
+        str | None,
+        typer.Option(
+            help="Erlang cookie (else $CHANLOAD_COOKIE, else ~/.erlang.cookie). Never printed."
+        ),
+    ] = None,
+    channel: Annotated[str, typer.Option(help="Channel name to find or create.")] = DEFAULT_CHANNEL,
+    payload_size: Annotated[
+        int | None,
+        typer.Option(help="Request body size in bytes [default: 1024; large_payload: 1048576]."),
+    ] = None,
+    response_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Response body size, asked of the sink with ?response_size=N"
+            " [default: none; large_response: 1048576]."
+        ),
+    ] = None,
+    delay: Annotated[
+        int | None,
+        typer.Option(
+            help="Sink delay in ms, asked with ?delay=N [default: none; slow_sink: 2000]."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds a request may take before it counts as a timeout.")
+    ] = DEFAULT_TIMEOUT,
+    parser: Annotated[
+        str,
+        typer.Option(help="Response parser: httptools (fast) or h11 (strict, ~8x the CPU)."),
+    ] = "httptools",
+    csv: Annotated[
+        Path | None, typer.Option(help="Append one result row to this CSV file.")
+    ] = None,
+    json: Annotated[
+        Path | None, typer.Option(help="Write the whole result (series, histogram) as JSON.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
+    preflight: Annotated[
+        bool,
+        typer.Option(
+            help="Check that the sink (and channel URL) answer before sending load;"
+            " --no-preflight for targets that never answer (e.g. chansink --mode timeout)."
+        ),
+    ] = True,
+) -> None:
+    try:
+        config = RunConfig(
+            scenario=scenario,
+            concurrency=concurrency,
+            duration=duration,
+            target=target,
+            sink=sink,
+            node=node,
+            cookie=cookie or os.environ.get("CHANLOAD_COOKIE"),
+            channel=channel,
+            channel_url=channel_url,
+            payload_size=payload_size,
+            response_size=response_size,
+            delay=delay,
+            timeout=timeout,
+            parser=parser,
+            csv=str(csv) if csv else None,
+            json=str(json) if json else None,
+            quiet=quiet,
+            progress=not quiet and sys.stdout.isatty(),
+            preflight=preflight,
+            argv=tuple(_ARGV[1:] if _ARGV[:1] == ["run"] else _ARGV),
+        )
+    except ConfigError as exc:
+        for problem in exc.problems[:-1]:
+            print(f"{PROG}: error: {problem}", file=sys.stderr)
+        raise fail(PROG, exc.problems[-1], 2) from None
+    for option, path in (("--csv", csv), ("--json", json)):
+        if path is not None and (problem := unwritable(path)):
+            raise fail(PROG, f"{option} {path}: {problem}", 2)
+
+    from engine import runner  # the engine loads only when there is work to do
+
+    try:
+        result = eventloop.run(runner.run(config, sys.stdout))
+    except TargetError as exc:
+        if exc.hint:
+            print(exc.hint, file=sys.stderr)
+        raise fail(PROG, str(exc), exc.code) from None
+
+    print(summary(result))
+    if config.csv:
+        print(f"Writing CSV to {config.csv}... ", end="")
+        append_csv(config.csv, result)
+        print("ok")
+    if config.json:
+        print(f"Writing JSON to {config.json}... ", end="")
+        write_json(config.json, result)
+        print("ok")
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written, or None when it can."""
+    if path.is_dir():
+        return "is a directory"
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        return f"the directory {parent} does not exist"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "is not writable"
+    if not path.exists() and not os.access(parent, os.W_OK):
+        return f"the directory {parent} is not writable"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_app(app, "chanload", argv))
+    _ARGV[:] = list(sys.argv[1:] if argv is None else argv)
+    sys.exit(run_app(app, PROG, _ARGV))
 
 
 if __name__ == "__main__":

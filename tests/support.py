@@ -231,3 +231,48 @@ def env_with_root() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+# -- chanload as a child process ------------------------------------------------
+
+
+def chanload_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli.chanload", *args]
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    result: dict | None
+    elapsed: float
+
+
+def run_chanload(tmp_path: Path, *args: str, timeout: float = 90, json_out: bool = True) -> Run:
+    """Run `chanload run ARGS` to completion; parse its --json result."""
+    import json
+
+    out = tmp_path / f"result-{time.monotonic_ns()}.json"
+    cmd = chanload_command("run", *args, *(("--json", str(out)) if json_out else ()))
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    elapsed = time.monotonic() - started
+    result = json.loads(out.read_text()) if json_out and out.exists() else None
+    return Run(proc.returncode, proc.stdout, proc.stderr, result, elapsed)
+
+
+def start_flaky(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int, Path]:
+    log = tmp_path / f"flaky-{time.monotonic_ns()}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.servers.flaky", *args],
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    m = wait_until(
+        lambda: re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text()),
+        10,
+        "the flaky server",
+    )
+    return proc, int(m.group(1)), log

@@ -1,0 +1,216 @@
+"""chanload run's configuration: one frozen object, validated once, all problems at once."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from engine.scenarios import SCENARIO_NAMES, SCENARIOS, Scenario
+
+# The seed's defaults (load_test.exs).
+DEFAULT_TARGET = "http://localhost:4000"
+DEFAULT_SINK = "http://localhost:4001"
+DEFAULT_CHANNEL = "load-test"
+DEFAULT_SCENARIO = "happy_path"
+DEFAULT_CONCURRENCY = 10
+DEFAULT_DURATION = 30.0
+DEFAULT_PAYLOAD_SIZE = 1024
+DEFAULT_TIMEOUT = 30.0
+PARSERS = ("httptools", "h11")
+SECRET_OPTIONS = ("--cookie",)
+
+
+class ConfigError(ValueError):
+    """Invalid settings; ``problems`` holds one line per option."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class HttpUrl:
+    """An http:// URL split into what the client needs."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, as sent on the request line
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == 80 else f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.authority}{self.path}"
+
+    def join(self, path: str) -> HttpUrl:
+        base = self.path.rstrip("/") if self.path != "/" else ""
+        return HttpUrl(self.scheme, self.host, self.port, base + path)
+
+    def with_query(self, params: dict[str, int]) -> HttpUrl:
+        if not params:
+            return self
+        extra = "&".join(f"{k}={v}" for k, v in params.items())
+        sep = "&" if "?" in self.path else "?"
+        return HttpUrl(self.scheme, self.host, self.port, self.path + sep + extra)
+
+
+def parse_url(value: str, option: str) -> HttpUrl:
+    """Parse an http:// URL or raise ValueError with a message naming ``option``."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{option} {value!r} is not a valid URL ({exc})") from None
+    if parts.scheme == "https":
+        raise ValueError(f"{option} {value!r}: https is not supported; use an http:// URL")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"{option} {value!r} is not a URL like http://host:port")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return HttpUrl("http", parts.hostname, port or 80, path)
+
+
+def default_node() -> str:
+    return f"lightning@{socket.gethostname().split('.')[0]}"
+
+
+def masked_argv(argv: tuple[str, ...] | list[str]) -> list[str]:
+    """``argv`` with the value of every secret option replaced by ``***``."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        name, eq, _ = arg.partition("=")
+        if name in SECRET_OPTIONS:
+            if eq:
+                out.append(f"{name}=***")
+            else:
+                out.append(arg)
+                hide_next = True
+            continue
+        out.append(arg)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    scenario: str = DEFAULT_SCENARIO
+    concurrency: int = DEFAULT_CONCURRENCY
+    duration: float = DEFAULT_DURATION
+    target: str = DEFAULT_TARGET
+    sink: str | None = None  # None: the default, http://localhost:4001
+    node: str | None = None
+    cookie: str | None = field(default=None, repr=False)
+    channel: str = DEFAULT_CHANNEL
+    channel_url: str | None = None
+    payload_size: int | None = None  # None: the scenario's default, else 1024
+    response_size: int | None = None  # None: the scenario's default, else none
+    delay: int | None = None  # ms; None: the scenario's default, else none
+    timeout: float = DEFAULT_TIMEOUT
+    parser: str = "httptools"
+    csv: str | None = None
+    json: str | None = None
+    quiet: bool = False
+    progress: bool = False
+    preflight: bool = True
+    argv: tuple[str, ...] = field(default=(), repr=False)  # may hold secrets
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if self.scenario not in SCENARIOS:
+            out.append(
+                f"--scenario {self.scenario!r} is unknown; expected one of: "
+                + ", ".join(SCENARIO_NAMES)
+            )
+        if self.concurrency < 1:
+            out.append(f"--concurrency must be a whole number >= 1, got {self.concurrency}")
+        if not self.duration > 0:
+            out.append(f"--duration must be > 0 seconds, got {self.duration:g}")
+        if self.payload_size is not None and self.payload_size < 1:
+            out.append(f"--payload-size must be >= 1 byte, got {self.payload_size}")
+        if self.response_size is not None and self.response_size < 1:
+            out.append(f"--response-size must be >= 1 byte, got {self.response_size}")
+        if self.delay is not None and self.delay < 0:
+            out.append(f"--delay must be >= 0 ms, got {self.delay}")
+        if not self.timeout > 0:
+            out.append(f"--timeout must be > 0 seconds, got {self.timeout:g}")
+        if self.parser not in PARSERS:
+            out.append(f"--parser {self.parser!r} is unknown; expected one of: httptools, h11")
+        for option, value in (
+            ("--target", self.target),
+            ("--sink", self.sink_or_default),
+            ("--channel-url", self.channel_url),
+        ):
+            if value is not None:
+                try:
+                    parse_url(value, option)
+                except ValueError as exc:
+                    out.append(str(exc))
+        if not self.channel:
+            out.append("--channel must not be empty")
+        return out
+
+    # -- effective values ----------------------------------------------------
+
+    @property
+    def scenario_spec(self) -> Scenario:
+        return SCENARIOS[self.scenario]
+
+    @property
+    def payload_bytes(self) -> int:
+        if self.payload_size is not None:
+            return self.payload_size
+        return self.scenario_spec.default_payload_size or DEFAULT_PAYLOAD_SIZE
+
+    @property
+    def response_bytes(self) -> int | None:
+        if self.response_size is not None:
+            return self.response_size
+        return self.scenario_spec.default_response_size
+
+    @property
+    def delay_ms(self) -> int | None:
+        if self.delay is not None:
+            return self.delay
+        return self.scenario_spec.default_delay_ms
+
+    @property
+    def node_name(self) -> str:
+        return self.node or default_node()
+
+    @property
+    def sink_or_default(self) -> str:
+        return self.sink or DEFAULT_SINK
+
+    def sink_url(self) -> HttpUrl:
+        return parse_url(self.sink_or_default, "--sink")
+
+    def query_overrides(self) -> dict[str, int]:
+        """The sink overrides this run puts on every request URL."""
+        params: dict[str, int] = {}
+        if self.response_bytes is not None:
+            params["response_size"] = self.response_bytes
+        if self.delay_ms is not None:
+            params["delay"] = self.delay_ms
+        return params
+
+    def command(self) -> str:
+        """The command line that reproduces this run, secrets masked."""
+        words = ["chanload", "run"]
+        for arg in masked_argv(self.argv):
+            words.append(arg if arg == "***" or arg.endswith("=***") else shlex.quote(arg))
+        return " ".join(words)

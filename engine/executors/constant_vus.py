@@ -1,0 +1,30 @@
+"""Constant VUs (closed model): N VUs loop request after request until the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ConstantVUs:
+    vus: int
+    duration: float
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.vus < 1:
+            out.append(f"constant VUs need at least 1 VU, got {self.vus}")
+        if not self.duration > 0:
+            out.append(f"constant VUs need a duration > 0, got {self.duration}")
+        return out
+
+    def vus_at(self, t: float) -> int:
+        return self.vus if 0 <= t < self.duration else 0
+
+    async def run(self, pool, announce=None) -> None:
+        pool.set_deadline(self.duration)
+        for _ in range(self.vus):
+            pool.start_vu()
+        await asyncio.sleep(self.duration)
+        await pool.wait_idle()

@@ -1,0 +1,53 @@
+"""Ramping VUs: 1 -> N VUs linearly over the duration, in steps (the seed's ramp_up)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RampingVUs:
+    max_vus: int
+    duration: float
+    steps: int = 10
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.max_vus < 1:
+            out.append(f"ramping VUs need at least 1 VU, got {self.max_vus}")
+        if not self.duration > 0:
+            out.append(f"ramping VUs need a duration > 0, got {self.duration}")
+        if self.steps < 1:
+            out.append(f"ramping VUs need at least 1 step, got {self.steps}")
+        return out
+
+    def step_vus(self, step: int) -> int:
+        """VUs during step ``step`` (1-based), as the seed: max(1, N * step // steps)."""
+        return max(1, self.max_vus * step // self.steps)
+
+    @property
+    def step_duration(self) -> float:
+        return self.duration / self.steps
+
+    def vus_at(self, t: float) -> int:
+        if not 0 <= t < self.duration:
+            return 0
+        return self.step_vus(min(int(t // self.step_duration) + 1, self.steps))
+
+    async def run(self, pool, announce=None) -> None:
+        loop = asyncio.get_running_loop()
+        pool.set_deadline(self.duration)
+        started = loop.time()
+        running = 0
+        for step in range(1, self.steps + 1):
+            target = self.step_vus(step)
+            if announce is not None:
+                announce(
+                    f"  [ramp] Step {step}/{self.steps}: {target} VUs for {self.step_duration:g}s"
+                )
+            while running < target:
+                pool.start_vu()
+                running += 1
+            await asyncio.sleep(max(0.0, started + step * self.step_duration - loop.time()))
+        await pool.wait_idle()

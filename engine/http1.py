@@ -1,0 +1,315 @@
+"""HTTP/1.1 framing for the client: request heads and response framers.
+
+Bytes in, events out, no sockets: every framer here can be fed a response
+all at once or one byte at a time and must say the same thing.
+
+Two framers behind one interface:
+- ``HttptoolsFramer`` (default): llhttp through httptools, only the callbacks
+  the hot path needs. Body bytes are never copied: they are counted as the
+  response's wire bytes minus its header section, which is found with one
+  ``bytes.find`` per response.
+- ``H11Framer`` (``--parser h11``): h11's strict state machine, which checks
+  every rule of RFC 9112 and costs ~30 us per response (measured).
+
+A framer reports each final response once through ``response_complete``;
+interim (1xx) responses are skipped and counted. Malformed input goes to
+``protocol_error``: the peer broke the protocol, which is a finding for the
+report, not a crash. Framers are mixed into the client protocol (so the hot
+path has no extra call per read), hence no ``__slots__`` here.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import h11
+import httptools
+
+from engine import __version__
+
+USER_AGENT = f"chanload/{__version__}"
+_HEAD_END = b"\r\n\r\n"
+# A response header section longer than this is not searched any further.
+MAX_HEAD_BYTES = 1024 * 1024
+
+
+class RemoteProtocolError(Exception):
+    """The server sent something that is not valid HTTP/1.1."""
+
+
+def build_request_head(
+    method: str,
+    host: str,
+    target: str,
+    body_length: int | None,
+    content_type: str | None = "application/json",
+    extra_headers: list[tuple[str, str]] | None = None,
+) -> bytes:
+    """The request line and headers, validated by h11 (built once, sent many times)."""
+    headers = [("Host", host), ("User-Agent", USER_AGENT)]
+    if content_type is not None:
+        headers.append(("Content-Type", content_type))
+    if body_length is not None:
+        headers.append(("Content-Length", str(body_length)))
+    headers += extra_headers or []
+    conn = h11.Connection(h11.CLIENT)
+    try:
+        return conn.send(h11.Request(method=method, target=target, headers=headers))
+    except h11.LocalProtocolError as exc:
+        raise ValueError(f"cannot build a valid {method} request for {target!r}: {exc}") from None
+
+
+class ResponseFramer:
+    """Interface: feed response bytes; ``response_complete`` fires per final response."""
+
+    interim_responses: int = 0
+
+    def feed(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def eof(self) -> bool:
+        """The peer closed: True when that completed a close-delimited response.
+
+        Raises RemoteProtocolError when it cut a response short.
+        """
+        raise NotImplementedError
+
+    def pending_bytes(self) -> int:
+        """Bytes of a response received so far but not yet complete."""
+        raise NotImplementedError
+
+    def expect_response(self, request_head: bytes, body_length: int) -> None:
+        """A request was sent; its response comes next (h11 tracks this)."""
+
+    # -- hooks for the user of the framer --------------------------------------
+
+    def response_complete(
+        self, status: int, keep_alive: bool, wire_bytes: int, body_bytes: int
+    ) -> None:
+        """A final response ended; ``body_bytes`` is -1 when it cannot be known."""
+        raise NotImplementedError
+
+    def protocol_error(self, message: str) -> None:
+        """The peer sent something that is not HTTP/1.1; nothing more will be parsed."""
+        raise NotImplementedError
+
+
+# One receive buffer for every connection of the process: uvloop fills it
+# (BufferedProtocol) and the framer parses it before anything else can run,
+# so sharing it is safe, and a large read is never copied into a new object.
+READ_BUFFER_SIZE = 1024 * 1024
+READ_BUFFER = bytearray(READ_BUFFER_SIZE)
+READ_VIEW = memoryview(READ_BUFFER)
+# get_buffer(sizehint) as a C-level callable: a dict lookup, not a Python frame.
+GET_READ_BUFFER = collections.defaultdict(lambda: READ_BUFFER).__getitem__
+
+
+class HttptoolsFramer(ResponseFramer):
+    """Responses parsed by llhttp; body bytes counted, never copied.
+
+    ``buffer_updated(n)`` (the asyncio BufferedProtocol callback) parses the
+    first ``n`` bytes of the shared READ_BUFFER: the whole hot path is that
+    one call plus ``on_message_complete``. ``feed(data)`` is the same for
+    callers holding bytes.
+    """
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._wire = 0  # bytes of the current response so far
+        self._head_end = -1  # length of its header section, once found
+        self._head_data = b""  # the header section, kept only for eof()
+        self._acc: bytearray | None = None  # a header section split across reads
+        self._done = False
+        self._interim = False
+        self._status = 0
+        self._keep_alive = False
+        self.interim_responses = 0
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        for i in range(0, len(view), READ_BUFFER_SIZE):
+            piece = view[i : i + READ_BUFFER_SIZE]
+            READ_BUFFER[: len(piece)] = piece
+            self.buffer_updated(len(piece))
+
+    def buffer_updated(self, n: int) -> None:
+        wire = self._wire
+        head_now = False
+        if self._head_end < 0:
+            if wire == 0:  # the first read of a response: nearly always holds the head
+                i = READ_BUFFER.find(_HEAD_END, 0, n)
+                if i >= 0:
+                    self._head_end = i + 4
+                    head_now = True
+                else:
+                    self._acc = READ_BUFFER[:n]
+            else:
+                self._find_split_head_end(n)
+        self._wire = wire + n
+        try:
+            self._parser.feed_data(READ_VIEW[:n])
+        except httptools.HttpParserError as exc:
+            self.protocol_error(f"malformed response: {exc}")
+            return
+        if self._done:
+            # After a 1xx the first header section found was the interim one:
+            # the body size of such a response is not known, so report -1.
+            body = -1 if self._interim or self._head_end < 0 else self._wire - self._head_end
+            wire = self._wire
+            self._wire = 0
+            self._head_end = -1
+            self._head_data = b""
+            self._acc = None
+            self._done = False
+            self._interim = False
+            self.response_complete(self._status, self._keep_alive, wire, body)
+        elif head_now:
+            # Only a response still open after its first read can end at EOF;
+            # keep its head (the buffer will be overwritten) for eof().
+            self._head_data = bytes(READ_VIEW[: self._head_end])
+
+    def pending_bytes(self) -> int:
+        return self._wire
+
+    def _find_split_head_end(self, n: int) -> None:
+        acc = self._acc
+        if acc is None or len(acc) > MAX_HEAD_BYTES:
+            return  # llhttp will have failed or will fail on such a head
+        start = max(0, len(acc) - 3)
+        acc += READ_VIEW[:n]
+        i = acc.find(_HEAD_END, start)
+        if i >= 0:
+            self._head_end = i + 4
+            self._head_data = bytes(acc[: i + 4])
+            self._acc = None
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.interim_responses += 1
+            self._interim = True
+            return
+        self._status = status
+        self._keep_alive = self._parser.should_keep_alive()
+        self._done = True
+
+    def eof(self) -> bool:
+        if not self._wire:
+            return False
+        head = self._head_data.lower()
+        if (
+            self._head_end > 0
+            and head
+            and not self._interim
+            and b"\r\ncontent-length:" not in head
+            and b"\r\ntransfer-encoding:" not in head
+        ):
+            # A close-delimited body (RFC 9112 6.3, rule 8) ends here.
+            try:
+                status = int(head[9:12])
+            except ValueError:
+                raise RemoteProtocolError("malformed status line") from None
+            wire, body = self._wire, self._wire - self._head_end
+            self._wire = 0
+            self._head_end = -1
+            self._head_data = b""
+            self.response_complete(status, False, wire, body)
+            return True
+        raise RemoteProtocolError("connection closed in the middle of a response")
+
+
+class H11Framer(ResponseFramer):
+    """Responses parsed by h11: strict, and about 30 us per response."""
+
+    def __init__(self) -> None:
+        self._conn = h11.Connection(h11.CLIENT)
+        self._wire = 0
+        self._body = 0
+        self._status = 0
+        self._completed = 0
+        self.interim_responses = 0
+
+    def expect_response(self, request_head: bytes, body_length: int) -> None:
+        conn = self._conn
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        # Let h11 track the request we sent (its bytes were validated by h11
+        # when built); the body is passed through, never copied.
+        conn.send_with_data_passthrough(_request_event(request_head))
+        if body_length:
+            conn.send_with_data_passthrough(h11.Data(data=_Blank(body_length)))
+        conn.send_with_data_passthrough(h11.EndOfMessage())
+
+    def feed(self, data: bytes) -> None:
+        self._wire += len(data)
+        try:
+            self._conn.receive_data(data)
+            self._drain()
+        except h11.RemoteProtocolError as exc:
+            self.protocol_error(f"malformed response: {exc}")
+
+    def pending_bytes(self) -> int:
+        return self._wire
+
+    def _drain(self) -> None:
+        conn = self._conn
+        while True:
+            event = conn.next_event()
+            kind = type(event)
+            if event is h11.NEED_DATA or event is h11.PAUSED or kind is h11.ConnectionClosed:
+                return
+            if kind is h11.Data:
+                self._body += len(event.data)
+            elif kind is h11.Response:
+                self._status = event.status_code
+            elif kind is h11.InformationalResponse:
+                self.interim_responses += 1
+            elif kind is h11.EndOfMessage:
+                keep_alive = conn.their_state is not h11.MUST_CLOSE
+                wire, body = self._wire, self._body
+                self._wire = self._body = 0
+                self._completed += 1
+                # Bytes after the end of this response belong to nothing we
+                # asked for: h11 holds them and fails on the next cycle.
+                self.response_complete(self._status, keep_alive, wire, body)
+                return
+
+    def eof(self) -> bool:
+        if not self._wire:
+            return False
+        before = self._completed
+        try:
+            self._conn.receive_data(b"")
+            self._drain()
+        except h11.RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"connection closed mid-response ({exc})") from None
+        if self._completed == before:
+            raise RemoteProtocolError("connection closed in the middle of a response")
+        return True
+
+
+class _Blank:
+    """A body of known length whose bytes h11 never looks at (passthrough)."""
+
+    __slots__ = ("_n",)
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+
+_REQUEST_EVENTS: dict[bytes, h11.Request] = {}
+
+
+def _request_event(head: bytes) -> h11.Request:
+    """The h11 Request event for a head we built (cached per distinct head)."""
+    event = _REQUEST_EVENTS.get(head)
+    if event is None:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        headers = [tuple(line.split(": ", 1)) for line in lines[1:] if line]
+        event = h11.Request(method=method, target=target, headers=headers)
+        _REQUEST_EVENTS[head] = event
+    return event

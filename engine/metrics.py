@@ -1,0 +1,183 @@
+"""The Recorder: latencies in HdrHistograms, counters by status and error kind,
+and one snapshot per second.
+
+The hot path only appends a latency to a list and bumps a dict entry; the
+list is folded into the histograms (as value -> count, a few thousand distinct
+values a second) when a snapshot is taken, so recording costs ~50 ns, not the
+~850 ns of HdrHistogram.record_value per request.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+# 1 us .. 1 h at 3 significant digits (DESIGN.md: numbers that matter).
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000
+SIGNIFICANT_DIGITS = 3
+ERROR_KINDS = ("connect", "timeout", "closed", "reset", "protocol")
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+@dataclass
+class Snapshot:
+    """One second of the run (the time series)."""
+
+    t: float  # seconds since the load started, at the end of this interval
+    requests: int
+    errors: int
+    rps: float
+    p50_us: int
+    p95_us: int
+    p99_us: int
+    max_us: int
+    bytes_in: int
+    bytes_out: int
+    vus: int
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+class Recorder:
+    """Everything measured on the client side of one run (one event loop)."""
+
+    def __init__(self) -> None:
+        # Hot path, touched once per request.
+        self.latencies: list[int] = []
+        self.statuses: dict[int, int] = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.body_bytes_in = 0
+        self.body_bytes_out = 0
+        # Rare events.
+        self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
+        self.error_samples: dict[str, str] = {}
+        self.unknown_body_responses = 0
+        self.interim_responses = 0
+        self.out_of_range = 0
+        # Folded results.
+        self.histogram = new_histogram()
+        self._interval = new_histogram()
+        self._last = _Totals()
+        self.series: list[Snapshot] = []
+
+    # -- recording (beyond the hot path's direct appends) ---------------------
+
+    def error(self, kind: str, detail: str = "") -> None:
+        self.errors[kind] += 1
+        if detail and kind not in self.error_samples:
+            self.error_samples[kind] = detail[:300]
+
+    @property
+    def responses(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def transport_errors(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for s, n in self.statuses.items() if s >= 500)
+
+    @property
+    def non_2xx(self) -> int:
+        return sum(n for s, n in self.statuses.items() if not 200 <= s < 300)
+
+    # -- folding -------------------------------------------------------------
+
+    def fold(self) -> None:
+        """Move pending latencies into the interval histogram."""
+        pending = self.latencies
+        if not pending:
+            return
+        self.latencies = []
+        record = self._interval.record_value
+        for value, count in Counter(pending).items():
+            if value > HIGHEST_US:
+                self.out_of_range += count
+                value = HIGHEST_US
+            elif value < LOWEST_US:
+                value = LOWEST_US
+            record(value, count)
+
+    def has_news(self) -> bool:
+        """Anything recorded since the last snapshot?"""
+        last = self._last
+        return bool(
+            self.latencies
+            or self._interval.get_total_count()
+            or self.responses != last.responses
+            or self.transport_errors != last.transport
+            or self.bytes_in != last.bytes_in
+            or self.bytes_out != last.bytes_out
+        )
+
+    def close(self) -> None:
+        """Fold whatever is pending into the whole-run histogram."""
+        self.fold()
+        if self._interval.get_total_count():
+            self.histogram.add(self._interval)
+            self._interval.reset()
+
+    def snapshot(self, t: float, elapsed: float, vus: int) -> Snapshot:
+        """Close the current interval (``elapsed`` seconds long) and start the next."""
+        self.fold()
+        interval = self._interval
+        count = interval.get_total_count()
+        if count:
+            pct = interval.get_percentile_to_value_dict([50, 95, 99])
+            p50, p95, p99 = int(pct[50]), int(pct[95]), int(pct[99])
+            top = int(interval.get_max_value())
+        else:
+            p50 = p95 = p99 = top = 0
+        now = _Totals(
+            self.responses,
+            self.transport_errors,
+            self.server_errors,
+            self.bytes_in,
+            self.bytes_out,
+            dict(self.statuses),
+        )
+        last = self._last
+        requests = (now.responses - last.responses) + (now.transport - last.transport)
+        snap = Snapshot(
+            t=round(t, 3),
+            requests=requests,
+            errors=(now.transport - last.transport) + (now.server - last.server),
+            rps=round(requests / elapsed, 1) if elapsed > 0 else 0.0,
+            p50_us=p50,
+            p95_us=p95,
+            p99_us=p99,
+            max_us=top,
+            bytes_in=now.bytes_in - last.bytes_in,
+            bytes_out=now.bytes_out - last.bytes_out,
+            vus=vus,
+            statuses={
+                s: n - last.statuses.get(s, 0)
+                for s, n in now.statuses.items()
+                if n != last.statuses.get(s, 0)
+            },
+        )
+        self.series.append(snap)
+        if count:
+            # hdrh's add() of an empty histogram resets the minimum to 0: skip those.
+            self.histogram.add(interval)
+            interval.reset()
+        self._last = now
+        return snap
+
+
+@dataclass
+class _Totals:
+    responses: int = 0
+    transport: int = 0
+    server: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)

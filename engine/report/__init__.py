@@ -1,0 +1,1 @@
+"""Reports read only RunResult: console (the seed's layout), CSV, JSON."""

@@ -1,0 +1,109 @@
+"""The console report: the seed's banner and summary block, plus what it lacked."""
+
+from __future__ import annotations
+
+from engine.report.units import format_bytes, format_bytes_delta, format_us
+from engine.result import RunResult
+
+HEAVY = "═" * 47
+LIGHT = "─" * 47
+
+
+def banner(
+    *,
+    url: str,
+    scenario: str,
+    concurrency: int,
+    duration: float,
+    payload: int | None,
+    response_size: int | None,
+    delay: int | None,
+    telemetry: str,
+    parser: str,
+    timeout: float,
+    command: str,
+) -> str:
+    lines = [
+        "",
+        "Starting load test...",
+        f"  URL:         {url}",
+        f"  Scenario:    {scenario}",
+        f"  Concurrency: {concurrency} VUs",
+        f"  Duration:    {duration:g}s",
+        f"  Payload:     {payload} bytes" if payload is not None else "  Payload:     none (GET)",
+    ]
+    if response_size is not None:
+        lines.append(f"  Response:    {response_size} bytes")
+    if delay is not None:
+        lines.append(f"  Delay:       {delay}ms")
+    lines += [
+        f"  Telemetry:   {telemetry}",
+        f"  Parser:      {parser} (timeout {timeout:g}s per request)",
+        f"  Command:     {command}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def summary(result: RunResult) -> str:
+    direct = result.target_kind == "direct"
+    label = f"{result.scenario} (baseline)" if direct else result.scenario
+    if result.interrupted:
+        label += " (interrupted: partial results)"
+    lines = [
+        "",
+        HEAVY,
+        " Channel Load Test Results",
+        HEAVY,
+        f" Scenario:    {label}",
+        f" Concurrency: {result.concurrency} VUs",
+        f" Duration:    {result.duration_s}s",
+        f" Command:     {result.command}",
+        LIGHT,
+        f" Requests:    {result.total_requests}",
+        f" Throughput:  {result.rps} req/s",
+        f" Errors:      {result.error_count} ({result.error_rate}%)"
+        f"  [transport {result.transport_errors}, 5xx {result.server_errors}]",
+    ]
+    if result.statuses:
+        lines.append(" Status codes:")
+        lines += [f"       {code}: {n}" for code, n in sorted(result.statuses.items())]
+    kinds = {k: n for k, n in result.errors.items() if n}
+    if kinds:
+        lines.append(" Error kinds:")
+        for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]):
+            sample = result.error_samples.get(kind)
+            lines.append(f"       {kind}: {n}" + (f"  ({sample})" if sample else ""))
+    elapsed = max(result.duration_s, 1e-9)
+    lines += [
+        f" Data:        in {format_bytes(result.bytes_in)}"
+        f" ({format_bytes(result.bytes_in / elapsed)}/s),"
+        f" out {format_bytes(result.bytes_out)} ({format_bytes(result.bytes_out / elapsed)}/s)",
+        LIGHT,
+        " Latency:",
+        f"   p50:   {format_us(result.p50_us)}",
+        f"   p95:   {format_us(result.p95_us)}",
+        f"   p99:   {format_us(result.p99_us)}",
+        f"   p99.9: {format_us(result.p999_us)}",
+        f"   min:   {format_us(result.min_us)}",
+        f"   max:   {format_us(result.max_us)}",
+        LIGHT,
+    ]
+    lines += memory_section(result)
+    lines.append(HEAVY)
+    return "\n".join(lines)
+
+
+def memory_section(result: RunResult) -> list[str]:
+    mem = result.memory
+    if mem is None:
+        if result.target_kind == "direct":
+            return [" Memory:     n/a (direct sink baseline)"]
+        return [" Memory:     n/a (no memory probe for this target)"]
+    return [
+        f" Memory ({mem.source}):",
+        f"   start: {format_bytes(mem.start_bytes)}",
+        f"   end:   {format_bytes(mem.end_bytes)}",
+        f"   max:   {format_bytes(mem.max_bytes)}",
+        f"   delta: {format_bytes_delta(mem.delta_bytes)}",
+    ]

@@ -1,0 +1,250 @@
+"""RunResult: the one model every report reads (console, CSV, JSON, later charts).
+
+Figures that are also CSV columns carry the CSV's names (``total_requests``,
+``rps``, ``p99_us``...). Latencies are integer microseconds; memory is bytes.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine import __version__
+from engine.metrics import ERROR_KINDS, Recorder, Snapshot
+
+# The seed's CSV columns, in the seed's order; new columns only ever go after.
+SEED_COLUMNS = (
+    "scenario",
+    "concurrency",
+    "duration_s",
+    "total_requests",
+    "rps",
+    "error_count",
+    "error_rate",
+    "p50_us",
+    "p95_us",
+    "p99_us",
+    "min_us",
+    "max_us",
+    "memory_start_bytes",
+    "memory_end_bytes",
+    "memory_max_bytes",
+    "memory_delta_bytes",
+)
+EXTRA_COLUMNS = (
+    "p999_us",
+    "mean_us",
+    "responses",
+    "status_2xx",
+    "status_3xx",
+    "status_4xx",
+    "status_5xx",
+    "transport_errors",
+    *(f"{kind}_errors" for kind in ERROR_KINDS),
+    "bytes_in",
+    "bytes_out",
+    "body_bytes_in",
+    "body_bytes_out",
+    "parser",
+    "target_kind",
+    "url",
+    "started_at",
+    "interrupted",
+)
+CSV_COLUMNS = SEED_COLUMNS + EXTRA_COLUMNS
+
+
+@dataclass
+class MemorySummary:
+    """The target's memory over the run (filled in by a memory probe)."""
+
+    source: str  # e.g. "beam erlang:memory(total)" or "rss pid 1234"
+    start_bytes: int | None = None
+    end_bytes: int | None = None
+    max_bytes: int | None = None
+    samples: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def delta_bytes(self) -> int | None:
+        if self.start_bytes is None or self.end_bytes is None:
+            return None
+        return self.end_bytes - self.start_bytes
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    concurrency: int
+    duration_s: float
+    total_requests: int
+    rps: float
+    error_count: int
+    error_rate: float  # percent, as the seed
+    p50_us: int
+    p95_us: int
+    p99_us: int
+    p999_us: int
+    min_us: int
+    max_us: int
+    mean_us: float
+    responses: int
+    statuses: dict[int, int]
+    transport_errors: int
+    errors: dict[str, int]
+    error_samples: dict[str, str]
+    server_errors: int
+    non_2xx: int
+    bytes_in: int
+    bytes_out: int
+    body_bytes_in: int
+    body_bytes_out: int
+    unknown_body_responses: int
+    out_of_range: int
+    series: list[Snapshot]
+    histogram: str  # HdrHistogram's standard compressed, base64 encoding
+    url: str
+    target_kind: str
+    parser: str
+    started_at: str
+    ended_at: str
+    command: str
+    config: dict[str, Any]
+    environment: dict[str, str]
+    preflight_requests: int = 0
+    memory: MemorySummary | None = None
+    server_timing: dict[str, Any] | None = None
+    interrupted: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        recorder: Recorder,
+        elapsed: float,
+        started: float,
+        ended: float,
+        scenario: str,
+        concurrency: int,
+        url: str,
+        target_kind: str,
+        parser: str,
+        command: str,
+        config: dict[str, Any],
+        preflight_requests: int = 0,
+        memory: MemorySummary | None = None,
+        interrupted: bool = False,
+    ) -> RunResult:
+        recorder.close()
+        h = recorder.histogram
+        if h.get_total_count():
+            pct = h.get_percentile_to_value_dict([50, 95, 99, 99.9])
+            p50, p95, p99, p999 = (int(pct[p]) for p in (50, 95, 99, 99.9))
+            low, high, mean = int(h.get_min_value()), int(h.get_max_value()), h.get_mean_value()
+        else:
+            p50 = p95 = p99 = p999 = low = high = 0
+            mean = 0.0
+        responses = recorder.responses
+        transport = recorder.transport_errors
+        server = recorder.server_errors
+        total = responses + transport
+        errors = transport + server
+        return cls(
+            scenario=scenario,
+            concurrency=concurrency,
+            duration_s=round(elapsed, 1),
+            total_requests=total,
+            rps=round(total / elapsed, 1) if elapsed > 0 else 0.0,
+            error_count=errors,
+            error_rate=round(100.0 * errors / total, 1) if total else 0.0,
+            p50_us=p50,
+            p95_us=p95,
+            p99_us=p99,
+            p999_us=p999,
+            min_us=low,
+            max_us=high,
+            mean_us=round(mean, 1),
+            responses=responses,
+            statuses=dict(sorted(recorder.statuses.items())),
+            transport_errors=transport,
+            errors=dict(recorder.errors),
+            error_samples=dict(recorder.error_samples),
+            server_errors=server,
+            non_2xx=recorder.non_2xx,
+            bytes_in=recorder.bytes_in,
+            bytes_out=recorder.bytes_out,
+            body_bytes_in=recorder.body_bytes_in,
+            body_bytes_out=recorder.body_bytes_out,
+            unknown_body_responses=recorder.unknown_body_responses,
+            out_of_range=recorder.out_of_range,
+            series=list(recorder.series),
+            histogram=h.encode().decode("ascii") if h.get_total_count() else "",
+            url=url,
+            target_kind=target_kind,
+            parser=parser,
+            started_at=_iso(started),
+            ended_at=_iso(ended),
+            command=command,
+            config=config,
+            environment=environment(),
+            preflight_requests=preflight_requests,
+            memory=memory,
+            interrupted=interrupted,
+        )
+
+    def status_class(self, hundreds: int) -> int:
+        return sum(n for s, n in self.statuses.items() if s // 100 == hundreds)
+
+    def csv_row(self) -> dict[str, Any]:
+        mem = self.memory
+        row: dict[str, Any] = {name: getattr(self, name, "") for name in SEED_COLUMNS}
+        row["memory_start_bytes"] = _blank(mem and mem.start_bytes)
+        row["memory_end_bytes"] = _blank(mem and mem.end_bytes)
+        row["memory_max_bytes"] = _blank(mem and mem.max_bytes)
+        row["memory_delta_bytes"] = _blank(mem and mem.delta_bytes)
+        for name in EXTRA_COLUMNS:
+            row[name] = getattr(self, name, "")
+        for hundreds in (2, 3, 4, 5):
+            row[f"status_{hundreds}xx"] = self.status_class(hundreds)
+        for kind in ERROR_KINDS:
+            row[f"{kind}_errors"] = self.errors.get(kind, 0)
+        row["interrupted"] = str(self.interrupted).lower()
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["statuses"] = {str(k): v for k, v in self.statuses.items()}
+        for snap in data["series"]:
+            snap["statuses"] = {str(k): v for k, v in snap["statuses"].items()}
+        if self.memory is not None:
+            data["memory"]["delta_bytes"] = self.memory.delta_bytes
+        data["chanload_version"] = __version__
+        return data
+
+
+def _blank(value: int | None) -> int | str:
+    return "" if value is None else value
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
+
+
+def environment() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    info = {
+        "chanload": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "cpus": str(__import__("os").cpu_count()),
+    }
+    for pkg in ("uvloop", "httptools", "h11", "hdrhistogram", "orjson"):
+        try:
+            info[pkg] = version(pkg)
+        except PackageNotFoundError:
+            info[pkg] = "unknown"
+    return info

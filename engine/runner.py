@@ -1,0 +1,119 @@
+"""runner.run(config): resolve the target, check it, drive the load, build the RunResult."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict
+from typing import TextIO
+
+from engine.client import Pool, build_specs
+from engine.config import RunConfig
+from engine.executors import ConstantVUs, RampingVUs
+from engine.metrics import Recorder
+from engine.payload import json_payload
+from engine.report.console import banner
+from engine.report.progress import Progress
+from engine.result import RunResult
+from engine.scenarios import BODY_METHODS, ExecutorKind
+from engine.target import preflight, resolve
+
+
+def make_executor(config: RunConfig) -> ConstantVUs | RampingVUs:
+    if config.scenario_spec.executor is ExecutorKind.ramping:
+        return RampingVUs(config.concurrency, config.duration)
+    return ConstantVUs(config.concurrency, config.duration)
+
+
+def public_config(config: RunConfig) -> dict:
+    data = asdict(config)
+    data.pop("argv", None)
+    if data.get("cookie"):
+        data["cookie"] = "***"
+    data["payload_bytes"] = config.payload_bytes
+    data["response_bytes"] = config.response_bytes
+    data["delay_ms"] = config.delay_ms
+    return data
+
+
+async def run(config: RunConfig, out: TextIO) -> RunResult:
+    loop = asyncio.get_running_loop()
+    target = resolve(config)
+    preflight_requests = await preflight(target, out) if config.preflight else 0
+
+    scenario = config.scenario_spec
+    payload = json_payload(config.payload_bytes) if scenario.sends_bodies else b""
+    specs = build_specs(target.url, scenario.methods, payload, BODY_METHODS)
+    executor = make_executor(config)
+    out.write(
+        banner(
+            url=str(target.url),
+            scenario=config.scenario,
+            concurrency=config.concurrency,
+            duration=config.duration,
+            payload=len(payload) if scenario.sends_bodies else None,
+            response_size=config.response_bytes,
+            delay=config.delay_ms,
+            telemetry=target.telemetry,
+            parser=config.parser,
+            timeout=config.timeout,
+            command=config.command(),
+        )
+        + "\n"
+    )
+    out.flush()
+
+    recorder = Recorder()
+    pool = Pool(loop, target.url, specs, recorder, config.parser, config.timeout)
+    progress = Progress(config.duration, out, enabled=config.progress)
+
+    def announce(line: str) -> None:
+        progress.clear()
+        out.write(line + "\n")
+        out.flush()
+
+    started = time.time()
+    t0 = time.perf_counter()
+    ticker = loop.create_task(_tick(recorder, pool, progress, t0))
+    interrupted = False
+    try:
+        await executor.run(pool, announce)
+    except asyncio.CancelledError:
+        interrupted = True
+        raise
+    finally:
+        ticker.cancel()
+        elapsed = time.perf_counter() - t0
+        last = recorder.series[-1].t if recorder.series else 0.0
+        if recorder.has_news() or not recorder.series:
+            recorder.snapshot(elapsed, max(elapsed - last, 1e-3), pool.running_vus)
+        await pool.close()
+        progress.clear()
+
+    return RunResult.build(
+        recorder=recorder,
+        elapsed=elapsed,
+        started=started,
+        ended=time.time(),
+        scenario=config.scenario,
+        concurrency=config.concurrency,
+        url=str(target.url),
+        target_kind=target.kind,
+        parser=config.parser,
+        command=config.command(),
+        config=public_config(config),
+        preflight_requests=preflight_requests,
+        interrupted=interrupted,
+    )
+
+
+async def _tick(recorder: Recorder, pool: Pool, progress: Progress, t0: float) -> None:
+    """One snapshot per second of load, on whole seconds from the start."""
+    second = 0
+    while True:
+        second += 1
+        await asyncio.sleep(max(0.0, t0 + second - time.perf_counter()))
+        last = recorder.series[-1].t if recorder.series else 0.0
+        now = time.perf_counter() - t0
+        snap = recorder.snapshot(now, now - last, pool.running_vus)
+        progress.update(now, snap)

@@ -1,0 +1,203 @@
+"""`chanload run`'s command line: errors before traffic, outputs, secrets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+
+import pytest
+
+from engine.result import CSV_COLUMNS, SEED_COLUMNS
+from tests.support import ROOT, chanload_command, run_chanload
+
+
+def chanload(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        chanload_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def test_help_lists_scenarios_and_options():
+    out = chanload("run", "--help")
+    assert out.returncode == 0
+    for word in (
+        "happy_path",
+        "ramp_up",
+        "large_payload",
+        "large_response",
+        "mixed_methods",
+        "slow_sink",
+        "direct_sink",
+        "--channel-url",
+        "--concurrency",
+        "--payload-size",
+        "--response-size",
+        "--delay",
+        "--csv",
+        "--json",
+        "--timeout",
+        "--parser",
+    ):
+        assert word in out.stdout, word
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--concurrency", "0"], "--concurrency"),
+        (["--concurrency", "-3"], "--concurrency"),
+        (["--concurrency", "many"], "--concurrency"),
+        (["--duration", "0"], "--duration"),
+        (["--duration", "-1"], "--duration"),
+        (["--scenario", "everything"], "happy_path"),
+        (["--payload-size", "0"], "--payload-size"),
+        (["--response-size", "-1"], "--response-size"),
+        (["--delay", "-5"], "--delay"),
+        (["--timeout", "0"], "--timeout"),
+        (["--parser", "regex"], "h11"),
+        (["--sink", "ftp://x"], "--sink"),
+        (["--sink", "https://x"], "https"),
+        (["--channel-url", "nothing"], "--channel-url"),
+        (["--unknown-flag"], "--unknown-flag"),
+    ],
+)
+def test_invalid_options_exit_2_with_one_line(args, needle):
+    out = chanload("run", "--scenario", "direct_sink", *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("chanload: error:")
+    assert needle in lines[0]
+    assert "Starting load test" not in out.stdout
+
+
+def test_proxy_scenarios_need_a_channel_url_until_lightning_mode_lands():
+    out = chanload("run", "--scenario", "happy_path", "--duration", "1")
+    assert out.returncode == 2
+    assert "--channel-url" in out.stderr
+    assert "Starting load test" not in out.stdout
+
+
+def test_unreachable_sink_exits_1_with_the_seeds_hint():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connection refused
+        out = chanload("run", "--scenario", "direct_sink", "--sink", f"http://127.0.0.1:{port}")
+    assert out.returncode == 1
+    assert f"could not reach the mock sink at http://127.0.0.1:{port}/" in out.stderr
+    assert "Start the mock sink first" in out.stderr
+    assert "Starting load test" not in out.stdout
+
+
+def test_unwritable_outputs_are_refused_before_any_traffic(sink, tmp_path):
+    out = chanload(
+        "run",
+        "--scenario",
+        "direct_sink",
+        "--sink",
+        sink.url,
+        "--csv",
+        str(tmp_path / "no" / "such" / "dir.csv"),
+    )
+    assert out.returncode == 2
+    assert "--csv" in out.stderr and "does not exist" in out.stderr
+    out = chanload("run", "--scenario", "direct_sink", "--sink", sink.url, "--json", str(tmp_path))
+    assert out.returncode == 2
+    assert "is a directory" in out.stderr
+    sink.stop()
+    assert sink.summary["requests"] == 0
+
+
+def test_csv_appends_rows_under_one_header_with_the_seeds_columns_first(sink, tmp_path):
+    path = tmp_path / "results.csv"
+    for scenario in ("direct_sink", "direct_sink"):
+        run = run_chanload(
+            tmp_path,
+            "--scenario",
+            scenario,
+            "--sink",
+            sink.url,
+            "--duration",
+            "0.5",
+            "--concurrency",
+            "2",
+            "--quiet",
+            "--csv",
+            str(path),
+        )
+        assert run.code == 0, run.stderr
+        assert f"Writing CSV to {path}... ok" in run.stdout
+    lines = path.read_text().splitlines()
+    assert lines[0].split(",")[: len(SEED_COLUMNS)] == list(SEED_COLUMNS)
+    assert lines[0].split(",") == list(CSV_COLUMNS)
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 2
+    for row in rows:
+        assert row["scenario"] == "direct_sink"
+        assert int(row["total_requests"]) > 0
+        assert float(row["rps"]) > 0
+        assert row["memory_start_bytes"] == ""  # no memory probe on the direct baseline
+        assert int(row["p50_us"]) <= int(row["p99_us"])
+        assert row["parser"] == "httptools"
+
+
+def test_json_keeps_the_csv_names_and_the_whole_run(sink, tmp_path):
+    run = run_chanload(
+        tmp_path,
+        "--scenario",
+        "direct_sink",
+        "--sink",
+        sink.url,
+        "--duration",
+        "1.2",
+        "--concurrency",
+        "2",
+        "--quiet",
+    )
+    r = run.result
+    for name in (
+        "total_requests",
+        "rps",
+        "error_count",
+        "error_rate",
+        "p50_us",
+        "p95_us",
+        "p99_us",
+        "min_us",
+        "max_us",
+        "duration_s",
+        "concurrency",
+        "scenario",
+    ):
+        assert name in r
+    assert r["histogram"].startswith("HISTF")
+    assert len(r["series"]) >= 1
+    assert r["environment"]["uvloop"]
+    assert r["config"]["scenario"] == "direct_sink"
+
+
+def test_the_cookie_never_appears_in_any_output(sink, tmp_path):
+    secret = "s3cr3t-cookie-value"
+    path = tmp_path / "r.csv"
+    run = run_chanload(
+        tmp_path,
+        "--scenario",
+        "direct_sink",
+        "--sink",
+        sink.url,
+        "--duration",
+        "0.5",
+        "--concurrency",
+        "1",
+        "--cookie",
+        secret,
+        "--csv",
+        str(path),
+    )
+    assert run.code == 0
+    assert "--cookie ***" in run.stdout
+    assert secret not in run.stdout + run.stderr
+    assert secret not in json.dumps(run.result)
+    assert secret not in path.read_text()

@@ -1,0 +1,330 @@
+"""`make perf-engine`: chanload against wrk, side by side, on the same targets.
+
+1. Small requests: chanload direct_sink (POST 1 KiB, 20 VUs) vs `wrk -t1 -c20`
+   with the same POST, against chansink and against nginx (one worker), back
+   to back in alternating order, several rounds; the load generator pinned
+   to CPU 0, the server to CPU 1. Target: chanload >= 0.9x wrk (ratio of the
+   medians), default parser.
+2. `--parser h11` against chansink, pinned to one core. Target: >= 15,000
+   req/s per core.
+3. 1 MiB large_payload and large_response against chansink (20 VUs): GiB/s
+   and chanload's RSS from the start of the load to its peak. Target: >= 3
+   GiB/s, peak RSS within 32 MiB of the start.
+4. A long run (default 10 minutes, direct_sink, 20 VUs): chanload's RSS at
+   the start of the load, after one minute, at the end. Target: flat (no
+   per-request storage): end within 32 MiB of the start.
+
+Writes bench_results/perf-engine.md (raw numbers under bench_results/raw/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sink.bodies import json_body
+from tests.perf.common import (
+    MIB,
+    cpu_seconds,
+    cpu_sets,
+    fmt_bytes,
+    median,
+    rss_bytes,
+    run_wrk,
+    skip_unless,
+    start_chansink,
+    start_nginx,
+    versions,
+    versions_table,
+    write_report,
+)
+
+TARGET_RATIO = 0.9
+TARGET_H11 = 15_000
+TARGET_GIBPS = 3.0
+FLAT = 32 * MIB
+POST_1K = (
+    'wrk.method = "POST"\n'
+    'wrk.body = string.rep("x", 1024)\n'
+    'wrk.headers["Content-Type"] = "application/json"\n'
+)
+
+
+class ChanloadRun:
+    """chanload as a child process, its RSS sampled from the moment the load starts."""
+
+    def __init__(self, args: list[str], pin: list[str], workdir: Path) -> None:
+        self.out = workdir / f"chanload-{time.monotonic_ns()}.out"
+        self.json = workdir / f"chanload-{time.monotonic_ns()}.json"
+        exe = Path(sys.executable).with_name("chanload")
+        self.cmd = [*pin, str(exe), "run", *args, "--quiet", "--json", str(self.json)]
+        self.samples: list[tuple[float, int]] = []  # (seconds since load start, rss)
+        self.cpu = 0.0
+
+    def run(self, timeout: float) -> dict:
+        with open(self.out, "w") as out:
+            proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT)
+        t_load = None
+        cpu0 = 0.0
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if t_load is None and "Starting load test" in self.out.read_text():
+                t_load = time.monotonic()
+                cpu0 = cpu_seconds(proc.pid)
+            if t_load is not None:
+                try:
+                    self.samples.append((time.monotonic() - t_load, rss_bytes(proc.pid)))
+                    self.cpu = cpu_seconds(proc.pid) - cpu0
+                except (OSError, RuntimeError):
+                    break
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            raise RuntimeError(f"chanload did not finish in {timeout}s")
+        if proc.returncode != 0:
+            raise RuntimeError(f"chanload failed: {self.out.read_text()[-2000:]}")
+        return json.loads(self.json.read_text())
+
+    def rss(self) -> dict[str, int]:
+        values = [r for _, r in self.samples] or [0]
+        return {"start": values[0], "peak": max(values), "end": values[-1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=10, help="seconds per comparison run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--long-duration", type=float, default=600, help="seconds of the long run")
+    args = ap.parse_args(argv)
+    skip_unless("wrk", "nginx")
+    gen, srv = cpu_sets()
+    work = Path(tempfile.mkdtemp(prefix="perf-engine-"))
+    script = work / "post.lua"
+    script.write_text(POST_1K)
+    sink = start_chansink([], srv, work / "chansink.log")
+    nginx = start_nginx(json_body(256), srv)
+    servers = {"chansink": sink, "nginx": nginx}
+    raw: dict = {"command": command_line(), "args": vars(args), "versions": versions()}
+    small = {name: {"chanload": [], "wrk": []} for name in servers}
+    try:
+        for r in range(args.rounds):
+            for name, srv_proc in servers.items():
+                base = f"http://127.0.0.1:{srv_proc.port}"
+                order = ("chanload", "wrk") if r % 2 == 0 else ("wrk", "chanload")
+                for tool in order:
+                    if tool == "wrk":
+                        rps = run_wrk(f"{base}/test", args.duration, 20, gen, script=script).rps
+                    else:
+                        res = ChanloadRun(
+                            [
+                                "--scenario",
+                                "direct_sink",
+                                "--sink",
+                                base,
+                                "--concurrency",
+                                "20",
+                                "--duration",
+                                f"{args.duration:g}",
+                            ],
+                            gen,
+                            work,
+                        ).run(args.duration + 60)
+                        rps = res["total_requests"] / res["duration_s"]
+                    small[name][tool].append(rps)
+                    print(f"round {r + 1} {name:8s} {tool:8s} {rps:12,.0f} req/s", flush=True)
+        base = f"http://127.0.0.1:{sink.port}"
+        h11 = []
+        for r in range(args.rounds):
+            run = ChanloadRun(
+                [
+                    "--scenario",
+                    "direct_sink",
+                    "--sink",
+                    base,
+                    "--concurrency",
+                    "20",
+                    "--duration",
+                    f"{args.duration:g}",
+                    "--parser",
+                    "h11",
+                ],
+                gen,
+                work,
+            )
+            res = run.run(args.duration + 60)
+            per_core = res["total_requests"] / max(run.cpu, 1e-9)
+            h11.append(
+                {
+                    "rps": res["total_requests"] / res["duration_s"],
+                    "per_core": per_core,
+                    "cpu": run.cpu,
+                }
+            )
+            print(
+                f"round {r + 1} h11 {h11[-1]['rps']:10,.0f} req/s ({per_core:,.0f} per core)",
+                flush=True,
+            )
+        big: dict[str, list] = {"large_payload": [], "large_response": []}
+        for r in range(args.rounds):
+            for scenario, extra in (
+                ("large_payload", ["--payload-size", str(MIB)]),
+                ("large_response", ["--response-size", str(MIB)]),
+            ):
+                run = ChanloadRun(
+                    [
+                        "--scenario",
+                        scenario,
+                        "--channel-url",
+                        f"{base}/test",
+                        "--concurrency",
+                        "20",
+                        "--duration",
+                        f"{args.duration:g}",
+                        *extra,
+                    ],
+                    gen,
+                    work,
+                )
+                res = run.run(args.duration + 60)
+                moved = (
+                    res["body_bytes_out"] if scenario == "large_payload" else res["body_bytes_in"]
+                )
+                gib = moved / res["duration_s"] / 1024**3
+                big[scenario].append({"gibps": gib, "rss": run.rss(), "errors": res["error_count"]})
+                print(f"round {r + 1} {scenario:14s} {gib:6.2f} GiB/s, RSS {run.rss()}", flush=True)
+        long_run = ChanloadRun(
+            [
+                "--scenario",
+                "direct_sink",
+                "--sink",
+                base,
+                "--concurrency",
+                "20",
+                "--duration",
+                f"{args.long_duration:g}",
+            ],
+            gen,
+            work,
+        )
+        long_res = long_run.run(args.long_duration + 120)
+        at_minute = next((r for t, r in long_run.samples if t >= 60), long_run.samples[-1][1])
+        long_info = {
+            "rss": long_run.rss(),
+            "rss_at_60s": at_minute,
+            "total_requests": long_res["total_requests"],
+            "rps": long_res["rps"],
+            "errors": long_res["error_count"],
+            "duration_s": long_res["duration_s"],
+        }
+        print(f"long run: {long_info}", flush=True)
+    finally:
+        sink.stop()
+        nginx.stop()
+    raw.update(small=small, h11=h11, big=big, long=long_info)
+    report, ok = render(args, raw)
+    path = write_report("perf-engine", report, raw)
+    print(report)
+    print(f"written: {path}")
+    return 0 if ok else 1
+
+
+def command_line() -> str:
+    return "python -m tests.perf.perf_engine " + shlex.join(sys.argv[1:])
+
+
+def render(args, raw) -> tuple[str, bool]:
+    info = raw["versions"]
+    lines = [
+        "# perf-engine: chanload vs wrk",
+        "",
+        f"Command: `make perf-engine` (`{raw['command'].strip()}`), {info['date']}.",
+        "",
+        f"{args.rounds} rounds, {args.duration:g} s per run, 20 connections/VUs, POST of 1 KiB"
+        " (the seed's direct_sink). Load generator pinned to CPU 0, server to CPU 1;"
+        " order alternating between rounds.",
+        "",
+        "## chanload (httptools) vs wrk -t1 -c20, req/s",
+        "",
+        "| target | chanload per round | wrk per round | chanload median | wrk median | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    ok = True
+    for name, per in raw["small"].items():
+        c, w = median(per["chanload"]), median(per["wrk"])
+        ratio = c / w
+        ok = ok and ratio >= TARGET_RATIO
+        lines.append(
+            f"| {name} | {', '.join(f'{x:,.0f}' for x in per['chanload'])}"
+            f" | {', '.join(f'{x:,.0f}' for x in per['wrk'])} | {c:,.0f} | {w:,.0f}"
+            f" | **{ratio:.3f}** |"
+        )
+    lines += ["", f"Target >= {TARGET_RATIO}x wrk on both: **{'met' if ok else 'NOT met'}**.", ""]
+    per_core = median([x["per_core"] for x in raw["h11"]])
+    h11_ok = per_core >= TARGET_H11
+    ok = ok and h11_ok
+    lines += [
+        "## --parser h11 against chansink",
+        "",
+        "| round | req/s | CPU seconds | req per CPU second |",
+        "|---|---|---|---|",
+    ]
+    for i, x in enumerate(raw["h11"]):
+        lines.append(f"| {i + 1} | {x['rps']:,.0f} | {x['cpu']:.1f} | {x['per_core']:,.0f} |")
+    lines += [
+        "",
+        f"Target >= {TARGET_H11:,} req/s per core: **{'met' if h11_ok else 'NOT met'}**"
+        f" (median {per_core:,.0f}).",
+        "",
+        "## 1 MiB bodies between chanload and chansink (20 VUs)",
+        "",
+        "| scenario | GiB/s per round | median | chanload RSS at load start -> peak (max growth) |",
+        "|---|---|---|---|",
+    ]
+    for scenario, runs in raw["big"].items():
+        rate = median([x["gibps"] for x in runs])
+        growth = max(x["rss"]["peak"] - x["rss"]["start"] for x in runs)
+        errors = sum(x["errors"] for x in runs)
+        met = rate >= TARGET_GIBPS and growth <= FLAT and errors == 0
+        ok = ok and met
+        first = runs[0]["rss"]
+        lines.append(
+            f"| {scenario} | {', '.join(format(x['gibps'], '.2f') for x in runs)}"
+            f" | **{rate:.2f}**"
+            f" | {fmt_bytes(first['start'])} -> {fmt_bytes(first['peak'])}"
+            f" ({fmt_bytes(growth)}) |"
+        )
+        lines.append(
+            f"|  | target >= {TARGET_GIBPS} GiB/s, growth <= {fmt_bytes(FLAT)}, no errors"
+            f" ({errors}) | **{'met' if met else 'NOT met'}** | |"
+        )
+    lg = raw["long"]
+    growth = lg["rss"]["end"] - lg["rss"]["start"]
+    flat = growth <= FLAT and lg["rss"]["peak"] - lg["rss"]["start"] <= FLAT
+    ok = ok and flat
+    lines += [
+        "",
+        f"## Long run: direct_sink, 20 VUs, {lg['duration_s']} s",
+        "",
+        f"{lg['total_requests']:,} requests ({lg['rps']:,.0f} req/s, {lg['errors']} errors)."
+        f" chanload RSS: {fmt_bytes(lg['rss']['start'])} at load start,"
+        f" {fmt_bytes(lg['rss_at_60s'])} after 60 s, {fmt_bytes(lg['rss']['end'])} at the end,"
+        f" peak {fmt_bytes(lg['rss']['peak'])}.",
+        f"Target flat (end and peak within {fmt_bytes(FLAT)} of the start):"
+        f" **{'met' if flat else 'NOT met'}**.",
+        "",
+        "## Versions",
+        "",
+        versions_table(info),
+        "",
+    ]
+    return "\n".join(lines), ok
+
+
+if __name__ == "__main__":
+    sys.exit(main())

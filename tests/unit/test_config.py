@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.config import ConfigError, RunConfig, masked_argv, parse_url
+from engine.payload import json_payload
+
+
+def test_seed_defaults():
+    c = RunConfig()
+    assert (c.scenario, c.concurrency, c.duration) == ("happy_path", 10, 30.0)
+    assert c.target == "http://localhost:4000"
+    assert c.sink_or_default == "http://localhost:4001"
+    assert c.channel == "load-test"
+    assert c.payload_bytes == 1024
+    assert c.response_bytes is None and c.delay_ms is None
+    assert c.timeout == 30.0
+    assert c.node_name.startswith("lightning@")
+
+
+def test_scenario_defaults_apply_only_when_not_given():
+    assert RunConfig(scenario="large_payload").payload_bytes == 1048576
+    assert RunConfig(scenario="large_payload", payload_size=1024).payload_bytes == 1024
+    assert RunConfig(scenario="large_response").response_bytes == 1048576
+    assert RunConfig(scenario="slow_sink").delay_ms == 2000
+    assert RunConfig(scenario="slow_sink", delay=0).delay_ms == 0
+    assert RunConfig(scenario="slow_sink", response_size=10).query_overrides() == {
+        "response_size": 10,
+        "delay": 2000,
+    }
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        RunConfig(
+            scenario="nope",
+            concurrency=0,
+            duration=-1,
+            payload_size=0,
+            response_size=-5,
+            delay=-1,
+            timeout=0,
+            parser="fast",
+            sink="ftp://x",
+            channel_url="http://",
+        )
+    text = "\n".join(err.value.problems)
+    for option in (
+        "--scenario",
+        "--concurrency",
+        "--duration",
+        "--payload-size",
+        "--response-size",
+        "--delay",
+        "--timeout",
+        "--parser",
+        "--sink",
+        "--channel-url",
+    ):
+        assert option in text
+    assert "happy_path" in text  # the accepted values are listed
+
+
+def test_urls():
+    u = parse_url("http://127.0.0.1:4001", "--sink")
+    assert (u.host, u.port, u.path, u.authority) == ("127.0.0.1", 4001, "/", "127.0.0.1:4001")
+    assert str(u.join("/test").with_query({"delay": 5})) == "http://127.0.0.1:4001/test?delay=5"
+    c = parse_url("http://h/channels/abc/test?x=1", "--channel-url").with_query({"delay": 1})
+    assert c.path == "/channels/abc/test?x=1&delay=1" and c.port == 80
+    with pytest.raises(ValueError, match="https is not supported"):
+        parse_url("https://h/", "--sink")
+
+
+def test_cookie_is_masked_in_the_command():
+    assert masked_argv(["--cookie", "s3cret", "--x", "1", "--cookie=abc"]) == [
+        "--cookie",
+        "***",
+        "--x",
+        "1",
+        "--cookie=***",
+    ]
+    c = RunConfig(cookie="s3cret", argv=("--cookie", "s3cret"))
+    assert "s3cret" not in c.command()
+    assert "s3cret" not in repr(c)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 40, 80, 1024, 1048576])
+def test_payload_is_exact_json(size):
+    body = json_payload(size)
+    assert len(body) == size
+    json.loads(body)
+    if size >= 80:
+        assert json.loads(body)["source"] == "load_test"

@@ -1,0 +1,92 @@
+"""Executors driven against a fake pool whose "one request" is a short sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from engine.executors import ConstantVUs, RampingVUs
+
+
+class FakePool:
+    """VUs run fake requests (sleeps) until stopped or past the deadline."""
+
+    def __init__(self, request_time: float = 0.01) -> None:
+        self.request_time = request_time
+        self.deadline = 0.0
+        self.started: list[float] = []  # when each VU started, relative to set_deadline
+        self.requests: list[tuple[int, float, float]] = []  # (vu, start, end)
+        self.tasks: list[asyncio.Task] = []
+        self.t0 = 0.0
+
+    def set_deadline(self, seconds_from_now: float) -> None:
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + seconds_from_now
+
+    def start_vu(self) -> int:
+        vu = len(self.started)
+        self.started.append(time.monotonic() - self.t0)
+        self.tasks.append(asyncio.get_running_loop().create_task(self._loop(vu)))
+        return vu
+
+    def stop_vu(self, vu) -> None:
+        self.tasks[vu].cancel()
+
+    async def _loop(self, vu: int) -> None:
+        while time.monotonic() < self.deadline:
+            start = time.monotonic() - self.t0
+            await asyncio.sleep(self.request_time)
+            self.requests.append((vu, start, time.monotonic() - self.t0))
+
+    async def wait_idle(self) -> None:
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def in_flight_at(self, t: float) -> int:
+        return sum(1 for _, s, e in self.requests if s <= t < e)
+
+
+def test_constant_vus_runs_n_vus_until_the_deadline():
+    pool = FakePool(0.02)
+    asyncio.run(ConstantVUs(5, 0.5).run(pool))
+    assert len(pool.started) == 5
+    assert all(t < 0.05 for t in pool.started)
+    assert {vu for vu, _, _ in pool.requests} == set(range(5))
+    # never a request started after the deadline; in flight ones finished
+    assert max(s for _, s, _ in pool.requests) < 0.5
+    assert pool.in_flight_at(0.25) == 5
+
+
+def test_ramping_vus_follow_the_seeds_steps():
+    ramp = RampingVUs(20, 1.0, steps=10)
+    assert [ramp.step_vus(k) for k in range(1, 11)] == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+    assert RampingVUs(3, 10).step_vus(1) == 1  # max(1, ...)
+    assert ramp.vus_at(0.05) == 2
+    assert ramp.vus_at(0.95) == 20
+    assert ramp.vus_at(1.0) == 0
+    lines: list[str] = []
+    pool = FakePool(0.01)
+    asyncio.run(ramp.run(pool, lines.append))
+    assert len(lines) == 10
+    assert lines[0] == "  [ramp] Step 1/10: 2 VUs for 0.1s"
+    assert lines[-1] == "  [ramp] Step 10/10: 20 VUs for 0.1s"
+    assert len(pool.started) == 20
+    # VUs join at the start of their step
+    for vu, t in enumerate(pool.started):
+        step = vu // 2  # two new VUs per step
+        assert step * 0.1 - 0.02 <= t <= step * 0.1 + 0.06
+    assert max(s for _, s, _ in pool.requests) < 1.0
+
+
+@pytest.mark.parametrize(
+    ("executor", "expected"),
+    [
+        (ConstantVUs(0, 1), "at least 1 VU"),
+        (ConstantVUs(1, 0), "duration > 0"),
+        (RampingVUs(0, 1), "at least 1 VU"),
+        (RampingVUs(1, 1, steps=0), "at least 1 step"),
+    ],
+)
+def test_executor_configs_validate_themselves(executor, expected):
+    assert any(expected in p for p in executor.problems())
