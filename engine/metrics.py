@@ -60,6 +60,9 @@ class Recorder:
         self.unknown_body_responses = 0
         self.interim_responses = 0
         self.out_of_range = 0
+        # Exact extremes (the histogram's are bucket edges, 0.1% off).
+        self.min_us: int | None = None
+        self.max_us: int | None = None
         # Folded results.
         self.histogram = new_histogram()
         self._interval = new_histogram()
@@ -98,7 +101,13 @@ class Recorder:
             return
         self.latencies = []
         record = self._interval.record_value
-        for value, count in Counter(pending).items():
+        counts = Counter(pending)
+        low, high = min(counts), max(counts)
+        if self.min_us is None or low < self.min_us:
+            self.min_us = low
+        if self.max_us is None or high > self.max_us:
+            self.max_us = high
+        for value, count in counts.items():
             if value > HIGHEST_US:
                 self.out_of_range += count
                 value = HIGHEST_US

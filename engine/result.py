@@ -142,7 +142,7 @@ class RunResult:
         if h.get_total_count():
             pct = h.get_percentile_to_value_dict([50, 95, 99, 99.9])
             p50, p95, p99, p999 = (int(pct[p]) for p in (50, 95, 99, 99.9))
-            low, high, mean = int(h.get_min_value()), int(h.get_max_value()), h.get_mean_value()
+            low, high, mean = recorder.min_us or 0, recorder.max_us or 0, h.get_mean_value()
         else:
             p50 = p95 = p99 = p999 = low = high = 0
             mean = 0.0

@@ -49,7 +49,9 @@ def test_direct_sink_counts_equal_the_sinks(sink, tmp_path, parser):
     assert r["preflight_requests"] == 1
     h = HdrHistogram.decode(r["histogram"])
     assert h.get_total_count() == r["responses"]
-    assert r["min_us"] <= r["p50_us"] <= r["p95_us"] <= r["p99_us"] <= r["p999_us"] <= r["max_us"]
+    assert r["min_us"] <= r["p50_us"] <= r["p95_us"] <= r["p99_us"] <= r["p999_us"]
+    # percentiles are bucket upper edges (3 significant digits); min and max are exact
+    assert r["p999_us"] <= r["max_us"] * 1.001 + 1
     assert sum(s["requests"] for s in r["series"]) == r["total_requests"]
     assert_counts_match_the_sink(run, sink)
     assert " Channel Load Test Results" in run.stdout

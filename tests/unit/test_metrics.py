@@ -43,3 +43,10 @@ def test_empty_intervals_do_not_spoil_the_minimum():
     rec.snapshot(2.0, 1.0, 1)
     rec.close()
     assert 1_990_000 <= rec.histogram.get_min_value() <= 2_000_000
+
+
+def test_min_and_max_are_exact():
+    rec = Recorder()
+    rec.latencies += [2_000_123, 1_999_999, 3_000_001]
+    rec.fold()
+    assert (rec.min_us, rec.max_us) == (1_999_999, 3_000_001)
