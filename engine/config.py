@@ -122,6 +122,7 @@ class RunConfig:
     quiet: bool = False
     progress: bool = False
     preflight: bool = True
+    sample_interval: float = 1.0  # seconds between memory samples (Lightning mode)
     argv: tuple[str, ...] = field(default=(), repr=False)  # may hold secrets
 
     def __post_init__(self) -> None:
@@ -160,6 +161,8 @@ class RunConfig:
                     parse_url(value, option)
                 except ValueError as exc:
                     out.append(str(exc))
+        if not self.sample_interval > 0:
+            out.append(f"--sample-interval must be > 0 seconds, got {self.sample_interval:g}")
         if not self.channel:
             out.append("--channel must not be empty")
         return out

@@ -53,6 +53,13 @@ EXTRA_COLUMNS = (
     "url",
     "started_at",
     "interrupted",
+    *(
+        f"server_{event}_{stat}"
+        for event in ("request", "fetch_channel", "upstream")
+        for stat in ("count", "p50_us", "p95_us", "p99_us", "mean_us")
+    ),
+    "server_plug_overhead_mean_us",
+    "memory_verdict",
 )
 CSV_COLUMNS = SEED_COLUMNS + EXTRA_COLUMNS
 
@@ -65,7 +72,10 @@ class MemorySummary:
     start_bytes: int | None = None
     end_bytes: int | None = None
     max_bytes: int | None = None
-    samples: list[tuple[float, int]] = field(default_factory=list)
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds, bytes)
+    lost_at: float | None = None  # sampling stopped here: the node went away
+    lost_reason: str | None = None
+    series: list[dict] = field(default_factory=list)  # extra measures per sample
 
     @property
     def delta_bytes(self) -> int | None:
@@ -115,6 +125,7 @@ class RunResult:
     environment: dict[str, str]
     preflight_requests: int = 0
     memory: MemorySummary | None = None
+    memory_verdict: str | None = None
     server_timing: dict[str, Any] | None = None
     interrupted: bool = False
 
@@ -211,6 +222,14 @@ class RunResult:
         for kind in ERROR_KINDS:
             row[f"{kind}_errors"] = self.errors.get(kind, 0)
         row["interrupted"] = str(self.interrupted).lower()
+        events = (self.server_timing or {}).get("events") or {}
+        for event in ("request", "fetch_channel", "upstream"):
+            e = events.get(event) or {}
+            for stat in ("count", "p50_us", "p95_us", "p99_us", "mean_us"):
+                row[f"server_{event}_{stat}"] = e.get(stat, "")
+        overhead = (self.server_timing or {}).get("plug_overhead_mean_us")
+        row["server_plug_overhead_mean_us"] = "" if overhead is None else overhead
+        row["memory_verdict"] = self.memory_verdict or ""
         return row
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict
 from typing import TextIO
 
+from engine import lightning
 from engine.client import Pool, build_specs
 from engine.config import RunConfig
 from engine.executors import ConstantVUs, RampingVUs
@@ -14,7 +15,7 @@ from engine.metrics import Recorder
 from engine.payload import json_payload
 from engine.report.console import banner
 from engine.report.progress import Progress
-from engine.result import RunResult
+from engine.result import MemorySummary, RunResult
 from engine.scenarios import BODY_METHODS, ExecutorKind
 from engine.target import preflight, resolve
 
@@ -36,11 +37,29 @@ def public_config(config: RunConfig) -> dict:
     return data
 
 
-async def run(config: RunConfig, out: TextIO) -> RunResult:
-    loop = asyncio.get_running_loop()
-    target = resolve(config)
-    preflight_requests = await preflight(target, out) if config.preflight else 0
+def body_size_of_interest(config: RunConfig) -> int:
+    """The body size that should not pile up in a proxy: the larger of the two."""
+    payload = config.payload_bytes if config.scenario_spec.sends_bodies else 0
+    return max(payload, config.response_bytes or 0)
 
+
+async def run(config: RunConfig, out: TextIO) -> RunResult:
+    target = resolve(config)
+    session: lightning.Session | None = None
+    if target is None:
+        session, target, preflight_requests = await lightning.open_target(config, out)
+    else:
+        preflight_requests = await preflight(target, out) if config.preflight else 0
+    try:
+        return await _drive(config, target, session, preflight_requests, out)
+    finally:
+        if session is not None:
+            await session.teardown_collector()
+            await session.close()
+
+
+async def _drive(config, target, session, preflight_requests, out) -> RunResult:
+    loop = asyncio.get_running_loop()
     scenario = config.scenario_spec
     payload = json_payload(config.payload_bytes) if scenario.sends_bodies else b""
     specs = build_specs(target.url, scenario.methods, payload, BODY_METHODS)
@@ -63,6 +82,12 @@ async def run(config: RunConfig, out: TextIO) -> RunResult:
     )
     out.flush()
 
+    probe = None
+    if session is not None:
+        await session.reset_collector()
+        probe = lightning.MemoryProbe(session, config.sample_interval)
+        await probe.baseline()  # before any load: the baseline
+
     recorder = Recorder()
     pool = Pool(loop, target.url, specs, recorder, config.parser, config.timeout)
     progress = Progress(config.duration, out, enabled=config.progress)
@@ -74,8 +99,12 @@ async def run(config: RunConfig, out: TextIO) -> RunResult:
 
     started = time.time()
     t0 = time.perf_counter()
+    if probe is not None:
+        probe.start()
     ticker = loop.create_task(_tick(recorder, pool, progress, t0))
     interrupted = False
+    memory: MemorySummary | None = None
+    timing = None
     try:
         await executor.run(pool, announce)
     except asyncio.CancelledError:
@@ -89,8 +118,13 @@ async def run(config: RunConfig, out: TextIO) -> RunResult:
             recorder.snapshot(elapsed, max(elapsed - last, 1e-3), pool.running_vus)
         await pool.close()
         progress.clear()
+        if probe is not None:
+            memory = await probe.stop()  # the last sample: after the load
+            memory.series = probe.series
+        if session is not None:
+            timing = await session.collect_timing()
 
-    return RunResult.build(
+    result = RunResult.build(
         recorder=recorder,
         elapsed=elapsed,
         started=started,
@@ -103,8 +137,16 @@ async def run(config: RunConfig, out: TextIO) -> RunResult:
         command=config.command(),
         config=public_config(config),
         preflight_requests=preflight_requests,
+        memory=memory,
         interrupted=interrupted,
     )
+    if timing is not None:
+        result.server_timing = asdict(timing)
+        result.server_timing["plug_overhead_mean_us"] = timing.plug_overhead_mean_us
+    result.memory_verdict = lightning.verdict(
+        memory, config.concurrency, body_size_of_interest(config)
+    )
+    return result
 
 
 async def _tick(recorder: Recorder, pool: Pool, progress: Progress, t0: float) -> None:

@@ -3,8 +3,8 @@
 Targets:
 - direct: the sink itself at <sink>/test (the direct_sink baseline);
 - url: any proxy at an explicit --channel-url;
-- lightning: a Lightning node over Erlang distribution (its own issue; until
-  it lands, asking for it is a usage error, exit 2).
+- lightning: the channel of a Lightning node reached over Erlang
+  distribution (engine/lightning.py), with memory and server-side timing.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class Target:
     telemetry: str = "disabled"
 
 
-def resolve(config: RunConfig) -> Target:
+def resolve(config: RunConfig) -> Target | None:
+    """The target of a direct or URL run; None when it is a Lightning node."""
     query = config.query_overrides()
     sink = config.sink_url()
     if config.scenario_spec.direct:
@@ -46,13 +47,7 @@ def resolve(config: RunConfig) -> Target:
         # The sink is checked only when the user named it: a proxy's sink
         # may be anywhere.
         return Target("url", url, sink if config.sink else None)
-    raise TargetError(
-        f"scenario {config.scenario} goes through a channel proxy, and connecting to a"
-        f" Lightning node (--node {config.node_name}) is not available in this version",
-        code=2,
-        hint="Give the proxy's channel URL with --channel-url URL, or measure the sink"
-        " alone with --scenario direct_sink.",
-    )
+    return None
 
 
 class _OneResponse(HttptoolsFramer):
@@ -93,38 +88,40 @@ async def http_get(url: HttpUrl, timeout: float = PREFLIGHT_TIMEOUT) -> int:
     return await asyncio.wait_for(exchange(), timeout)
 
 
+SINK_HINT = "Start the mock sink first:\n  chansink --port {port}"
+CHANNEL_HINT = "Is the proxy running, and is the channel URL right?"
+
+
+async def check(what: str, url: HttpUrl, hint: str, out: TextIO) -> None:
+    """GET ``url`` once (without its query); TargetError when nothing answers."""
+    probe = HttpUrl(url.scheme, url.host, url.port, url.path.split("?", 1)[0])
+    out.write(f"Checking {what} at {probe}... ")
+    out.flush()
+    try:
+        status = await http_get(probe)
+    except (OSError, TimeoutError, RemoteProtocolError) as exc:
+        out.write("failed\n")
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {PREFLIGHT_TIMEOUT:g}s"
+        raise TargetError(f"could not reach the {what} at {probe}: {reason}", 1, hint) from None
+    if status >= 500:
+        out.write(f"warning: status {status}\n")
+    else:
+        out.write(f"ok (status {status})\n")
+
+
+async def check_sink(sink: HttpUrl, out: TextIO) -> None:
+    await check("mock sink", sink.join("/"), SINK_HINT.format(port=sink.port), out)
+
+
 async def preflight(target: Target, out: TextIO) -> int:
-    """Check what the run needs before sending load; the number of requests it made."""
+    """Check what a direct or URL run needs; the number of requests it made."""
     made = 0
-    checks: list[tuple[str, HttpUrl, str]] = []
     if target.sink is not None:
-        checks.append(
-            (
-                "mock sink",
-                target.sink,
-                f"Start the mock sink first:\n  chansink --port {target.sink.port}",
-            )
-        )
-    if target.kind == "url":
-        checks.append(
-            ("channel URL", target.url, "Is the proxy running, and is the channel URL right?")
-        )
-    for what, url, hint in checks:
-        base = url if what == "channel URL" else url.join("/")
-        probe = HttpUrl(base.scheme, base.host, base.port, base.path.split("?", 1)[0])
-        out.write(f"Checking {what} at {probe}... ")
-        out.flush()
+        await check_sink(target.sink, out)
         made += 1
-        try:
-            status = await http_get(probe)
-        except (OSError, TimeoutError, RemoteProtocolError) as exc:
-            out.write("failed\n")
-            reason = (
-                "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
-            )
-            raise TargetError(f"could not reach the {what} at {probe}: {reason}", 1, hint) from None
-        if status >= 500:
-            out.write(f"warning: status {status}\n")
-        else:
-            out.write(f"ok (status {status})\n")
+    if target.kind == "url":
+        await check("channel URL", target.url, CHANNEL_HINT, out)
+        made += 1
     return made

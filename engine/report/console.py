@@ -91,7 +91,43 @@ def summary(result: RunResult) -> str:
     ]
     lines += memory_section(result)
     lines.append(HEAVY)
+    lines += timing_section(result)
     return "\n".join(lines)
+
+
+TIMING_ROWS = (
+    ("request", "Total request"),
+    ("fetch_channel", "  DB lookup"),
+    ("upstream", "  Upstream proxy"),
+)
+
+
+def timing_section(result: RunResult) -> list[str]:
+    """The seed's "Channel Proxy Timing (server-side)" block, plus Plug overhead."""
+    timing = result.server_timing
+    if timing is None:
+        return []
+    lines = [LIGHT, " Channel Proxy Timing (server-side):"]
+    if timing.get("lost"):
+        return [*lines, f"     unavailable: {timing['lost']}"]
+    events = timing.get("events") or {}
+    if not events:
+        return [*lines, "     No telemetry data collected"]
+    for key, label in TIMING_ROWS:
+        e = events.get(key)
+        if e is None:
+            continue
+        lines.append(
+            f"     {label:<18} p50={format_us(e['p50_us'])}, p95={format_us(e['p95_us'])},"
+            f" p99={format_us(e['p99_us'])}, n={e['count']}"
+        )
+    overhead = timing.get("plug_overhead_mean_us")
+    if overhead is not None:
+        lines.append(
+            f"     {'  Plug overhead':<18} mean={format_us(max(overhead, 0))}"
+            " (Total request - DB lookup - Upstream proxy, by means)"
+        )
+    return lines
 
 
 def memory_section(result: RunResult) -> list[str]:
@@ -100,10 +136,15 @@ def memory_section(result: RunResult) -> list[str]:
         if result.target_kind == "direct":
             return [" Memory:     n/a (direct sink baseline)"]
         return [" Memory:     n/a (no memory probe for this target)"]
-    return [
+    lines = [
         f" Memory ({mem.source}):",
         f"   start: {format_bytes(mem.start_bytes)}",
         f"   end:   {format_bytes(mem.end_bytes)}",
         f"   max:   {format_bytes(mem.max_bytes)}",
         f"   delta: {format_bytes_delta(mem.delta_bytes)}",
     ]
+    if mem.lost_at is not None:
+        lines.append(f"   (sampling lost at {mem.lost_at:.1f}s: {mem.lost_reason})")
+    if result.memory_verdict:
+        lines.append(f" Verdict:     {result.memory_verdict}")
+    return lines

@@ -73,10 +73,34 @@ def test_invalid_options_exit_2_with_one_line(args, needle):
     assert "Starting load test" not in out.stdout
 
 
-def test_proxy_scenarios_need_a_channel_url_until_lightning_mode_lands():
-    out = chanload("run", "--scenario", "happy_path", "--duration", "1")
-    assert out.returncode == 2
-    assert "--channel-url" in out.stderr
+def test_proxy_scenarios_without_a_channel_url_go_to_lightning(sink):
+    """No --channel-url: Lightning mode; with no EPMD to ask, a clear error, exit 1."""
+    import os
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    out = subprocess.run(
+        chanload_command(
+            "run",
+            "--scenario",
+            "happy_path",
+            "--sink",
+            sink.url,
+            "--node",
+            "lightning@localhost",
+            "--cookie",
+            "x",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, "ERL_EPMD_PORT": str(free)},
+    )
+    assert out.returncode == 1
+    assert "Connecting to lightning@localhost... failed" in out.stdout
+    assert "EPMD is not running on localhost" in out.stderr
     assert "Starting load test" not in out.stdout
 
 
@@ -201,3 +225,56 @@ def test_the_cookie_never_appears_in_any_output(sink, tmp_path):
     assert secret not in run.stdout + run.stderr
     assert secret not in json.dumps(run.result)
     assert secret not in path.read_text()
+
+
+def test_unreachable_channel_url_exits_1(sink):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        out = chanload("run", "--channel-url", f"http://127.0.0.1:{port}/channels/x/test")
+    assert out.returncode == 1
+    assert "could not reach the channel URL" in out.stderr
+    assert "Is the proxy running" in out.stderr
+
+
+def test_progress_line_on_a_terminal(sink):
+    """Under a pseudo-terminal the live line appears; piped (other tests) it does not."""
+    import os
+    import pty
+    import select
+    import sys
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: chanload with a terminal for stdout
+        os.chdir(ROOT)
+        os.execv(
+            sys.executable,
+            chanload_command(
+                "run",
+                "--scenario",
+                "direct_sink",
+                "--sink",
+                sink.url,
+                "--duration",
+                "2.2",
+                "--concurrency",
+                "2",
+            ),
+        )
+    out = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    assert "s elapsed," in text and "req/s" in text and "VUs" in text
+    assert "\r" in text
+    assert " Channel Load Test Results" in text

@@ -150,6 +150,7 @@ def test_slow_sink_latencies_are_at_least_the_delay(sink, tmp_path, parser):
     assert r["responses"] >= 4
     assert r["min_us"] >= 300_000
     assert "delay=300" in r["url"]
+    assert_counts_match_the_sink(run, sink)
 
 
 def test_slow_sink_defaults_to_a_2s_delay(sink, tmp_path):

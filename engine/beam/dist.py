@@ -1,0 +1,371 @@
+"""A hidden Erlang node in asyncio: EPMD lookup, the 'N' handshake, ticks, RPC.
+
+Verified facts in shared/spec/erlang-distribution.md; the authority is the
+erts User's Guide ("Distribution Protocol"). We join as a *hidden* node (no
+PUBLISHED flag), so we never appear in the target's ``Node.list()`` and never
+join its mesh, and we ask for no atom cache, so every frame is a plain
+``112 | control term | message term``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from engine.beam import etf
+from engine.beam.terms import Atom, Pid, Reference
+
+EPMD_PORT = 4369  # or $ERL_EPMD_PORT, as erl itself reads it
+PORT_PLEASE2_REQ = 122
+PORT2_RESP = 119
+
+# Distribution flags (erts User's Guide, "Distribution Flags").
+DFLAG_EXTENDED_REFERENCES = 0x4
+DFLAG_FUN_TAGS = 0x10
+DFLAG_NEW_FUN_TAGS = 0x80
+DFLAG_EXTENDED_PIDS_PORTS = 0x100
+DFLAG_EXPORT_PTR_TAG = 0x200
+DFLAG_BIT_BINARIES = 0x400
+DFLAG_NEW_FLOATS = 0x800
+DFLAG_UTF8_ATOMS = 0x10000
+DFLAG_MAP_TAG = 0x20000
+DFLAG_BIG_CREATION = 0x40000
+DFLAG_HANDSHAKE_23 = 0x1000000
+DFLAG_UNLINK_ID = 0x2000000
+DFLAG_MANDATORY_25_DIGEST = 0x4000000
+DFLAG_V4_NC = 1 << 34
+OUR_FLAGS = (
+    DFLAG_EXTENDED_REFERENCES
+    | DFLAG_FUN_TAGS
+    | DFLAG_NEW_FUN_TAGS
+    | DFLAG_EXTENDED_PIDS_PORTS
+    | DFLAG_EXPORT_PTR_TAG
+    | DFLAG_BIT_BINARIES
+    | DFLAG_NEW_FLOATS
+    | DFLAG_UTF8_ATOMS
+    | DFLAG_MAP_TAG
+    | DFLAG_BIG_CREATION
+    | DFLAG_HANDSHAKE_23
+    | DFLAG_UNLINK_ID
+    | DFLAG_MANDATORY_25_DIGEST
+    | DFLAG_V4_NC
+)
+assert OUR_FLAGS == 0x407070F94
+
+# Control message operations we send or answer.
+REG_SEND = 6
+SEND = 2
+SEND_TT = 12
+UNLINK_ID = 35
+UNLINK_ID_ACK = 36
+PASS_THROUGH = 112
+
+TICK_INTERVAL = 15.0  # send a tick when nothing was written for this long
+
+
+class DistError(Exception):
+    """A distribution failure, with a message fit for the user (and a hint)."""
+
+    hint = ""
+
+
+class EpmdUnavailable(DistError):
+    hint = "Is the node running? EPMD starts with the first named node on that host."
+
+
+class NoSuchNode(DistError):
+    hint = "Check --node: the name must match the node's --sname/--name exactly."
+
+
+class CookieRejected(DistError):
+    hint = "Check --cookie (or $CHANLOAD_COOKIE, ~/.erlang.cookie): it must match the node's."
+
+
+class HandshakeError(DistError):
+    pass
+
+
+class NodeDown(DistError):
+    hint = "The node stopped or the network dropped; results gathered before stay valid."
+
+
+class RpcTimeout(DistError):
+    pass
+
+
+class BadRpc(DistError):
+    """The node answered ``{badrpc, Reason}``."""
+
+    def __init__(self, reason: Any, call: str) -> None:
+        super().__init__(f"{call} failed on the node: {format_term(reason)}")
+        self.reason = reason
+
+
+def format_term(term: Any, limit: int = 300) -> str:
+    text = repr(term)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def split_node(node: str) -> tuple[str, str]:
+    """``name@host`` -> (name, host); a missing host means this machine's short name."""
+    name, sep, host = node.partition("@")
+    if not name:
+        raise ValueError(f"{node!r} is not a node name like name@host")
+    return name, host if sep and host else socket.gethostname().split(".")[0]
+
+
+def our_node_name(target_host: str) -> str:
+    """A unique name per process, in the target's naming style (short or long)."""
+    local = socket.gethostname()
+    if "." in target_host:  # long names: a fully qualified host
+        host = socket.getfqdn() if "." in socket.getfqdn() else local
+        if "." not in host:
+            host = "127.0.0.1" if target_host.replace(".", "").isdigit() else host
+    else:
+        host = local.split(".")[0]
+    return f"chanload_{os.getpid()}_{random.randrange(16**6):06x}@{host}"
+
+
+def epmd_tcp_port() -> int:
+    try:
+        return int(os.environ.get("ERL_EPMD_PORT", EPMD_PORT))
+    except ValueError:
+        return EPMD_PORT
+
+
+async def epmd_port(name: str, host: str, timeout: float) -> int:
+    """PORT_PLEASE2: the distribution port of node ``name`` on ``host``."""
+    epmd = epmd_tcp_port()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, epmd), timeout)
+    except ConnectionRefusedError:
+        raise EpmdUnavailable(
+            f"EPMD is not running on {host} (connection to port {epmd} refused)"
+        ) from None
+    except (OSError, TimeoutError) as exc:
+        reason = str(exc) or "timed out"
+        raise EpmdUnavailable(f"cannot reach EPMD on {host}:{epmd}: {reason}") from None
+    try:
+        body = bytes([PORT_PLEASE2_REQ]) + name.encode()
+        writer.write(struct.pack(">H", len(body)) + body)
+        reply = await asyncio.wait_for(reader.read(1024), timeout)
+    finally:
+        writer.close()
+    if len(reply) < 2 or reply[0] != PORT2_RESP:
+        raise EpmdUnavailable(f"EPMD on {host} gave an unexpected answer")
+    if reply[1] != 0 or len(reply) < 4:
+        raise NoSuchNode(f"no node named {name!r} is registered with EPMD on {host}")
+    return struct.unpack(">H", reply[2:4])[0]
+
+
+def _digest(cookie: bytes, challenge: int) -> bytes:
+    return hashlib.md5(cookie + str(challenge).encode()).digest()
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future
+    call: str
+
+
+class Node:
+    """One distribution connection to a remote node, as a hidden node."""
+
+    def __init__(self, remote: str, reader, writer, our_name: str, creation: int) -> None:
+        self.remote = remote
+        self.our_name = Atom(our_name)
+        self.creation = creation
+        self._reader = reader
+        self._writer = writer
+        self._pid = Pid(self.our_name, 1, 0, creation)
+        self._ref_ids = itertools.count(1)
+        self._pending: dict[Reference, _Pending] = {}
+        self._last_write = time.monotonic()
+        self._closed = False
+        self.lost: str | None = None  # why the connection ended, once it has
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_frames())
+        self._ticker_task = asyncio.get_running_loop().create_task(self._tick())
+
+    # -- connecting ----------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, node: str, cookie: str, timeout: float = 5.0) -> Node:
+        name, host = split_node(node)
+        port = await epmd_port(name, host, timeout)
+        remote = f"{name}@{host}"
+        ours = our_node_name(host)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, TimeoutError) as exc:
+            raise NodeDown(f"cannot connect to {remote} at {host}:{port}: {exc}") from None
+        creation = random.randrange(1, 2**32)
+        try:
+            await asyncio.wait_for(
+                _handshake(reader, writer, ours, creation, cookie.encode(), remote), timeout
+            )
+        except BaseException:
+            writer.close()
+            raise
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(remote, reader, writer, ours, creation)
+
+    # -- calls -----------------------------------------------------------------
+
+    def make_ref(self) -> Reference:
+        n = next(self._ref_ids)
+        return Reference(self.our_name, self.creation, (n & 0x3FFFF, n >> 18, 0))
+
+    async def rpc(self, module: str, function: str, args: list, timeout: float = 15.0) -> Any:
+        """``rpc:call(Node, Module, Function, Args)`` through the node's ``rex`` server."""
+        call = f"{module}.{function}/{len(args)}"
+        if self.lost is not None:
+            raise NodeDown(f"{call}: the connection to {self.remote} is gone ({self.lost})")
+        ref = self.make_ref()
+        future = asyncio.get_running_loop().create_future()
+        self._pending[ref] = _Pending(future, call)
+        request = (
+            Atom("$gen_call"),
+            (self._pid, ref),
+            (Atom("call"), Atom(module), Atom(function), list(args), Atom("user")),
+        )
+        self._send((REG_SEND, self._pid, Atom(""), Atom("rex")), request)
+        try:
+            result = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise RpcTimeout(
+                f"{call} got no answer from {self.remote} within {timeout:g}s"
+            ) from None
+        finally:
+            self._pending.pop(ref, None)  # a late reply is dropped
+        if isinstance(result, tuple) and len(result) == 2 and result[0] == "badrpc":
+            raise BadRpc(result[1], call)
+        return result
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ticker_task.cancel()
+        self._reader_task.cancel()
+        self._writer.close()
+        self._fail_all("closed by chanload")
+
+    # -- frames ----------------------------------------------------------------
+
+    def _send(self, control: Any, message: Any) -> None:
+        payload = bytes([PASS_THROUGH]) + etf.encode(control) + etf.encode(message)
+        self._write(struct.pack(">I", len(payload)) + payload)
+
+    def _write(self, data: bytes) -> None:
+        if self.lost is None:
+            self._writer.write(data)
+            self._last_write = time.monotonic()
+
+    async def _read_frames(self) -> None:
+        reason = "the node closed the connection"
+        try:
+            while True:
+                header = await self._reader.readexactly(4)
+                (length,) = struct.unpack(">I", header)
+                if length == 0:
+                    self._write(header)  # answer the tick
+                    continue
+                frame = await self._reader.readexactly(length)
+                self._dispatch(frame)
+        except asyncio.IncompleteReadError:
+            pass
+        except (OSError, etf.DecodeError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        except asyncio.CancelledError:
+            reason = "closed by chanload"
+            raise
+        finally:
+            self.lost = self.lost or reason
+            self._fail_all(self.lost)
+
+    def _dispatch(self, frame: bytes) -> None:
+        if frame[0] != PASS_THROUGH:
+            return  # nothing else is sent to a node that asked for no atom cache
+        view = memoryview(frame)
+        if view[1] != etf.VERSION:
+            raise etf.DecodeError("control message without a version byte")
+        control, pos = etf.decode_at(view, 2)
+        message = None
+        if pos < len(view):
+            if view[pos] != etf.VERSION:
+                raise etf.DecodeError("message without a version byte")
+            message, _ = etf.decode_at(view, pos + 1)
+        op = control[0] if isinstance(control, tuple) and control else None
+        if op in (SEND, SEND_TT):
+            if isinstance(message, tuple) and len(message) == 2:
+                pending = self._pending.get(message[0])
+                if pending is not None and not pending.future.done():
+                    pending.future.set_result(message[1])
+        elif op == UNLINK_ID:
+            _, unlink_id, sender, receiver = control
+            self._send_control((UNLINK_ID_ACK, unlink_id, receiver, sender))
+
+    def _send_control(self, control: Any) -> None:
+        payload = bytes([PASS_THROUGH]) + etf.encode(control)
+        self._write(struct.pack(">I", len(payload)) + payload)
+
+    def _fail_all(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(
+                    NodeDown(f"{p.call}: the connection to {self.remote} was lost ({reason})")
+                )
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL / 3)
+            if time.monotonic() - self._last_write >= TICK_INTERVAL:
+                self._write(b"\0\0\0\0")
+
+
+async def _handshake(reader, writer, ours: str, creation: int, cookie: bytes, remote: str) -> None:
+    async def frame() -> bytes:
+        try:
+            (n,) = struct.unpack(">H", await reader.readexactly(2))
+            return await reader.readexactly(n)
+        except asyncio.IncompleteReadError:
+            # A node closes right after our digest when the cookie is wrong.
+            raise CookieRejected(
+                f"connection to {remote} rejected during the handshake: check the cookie"
+            ) from None
+
+    def send(body: bytes) -> None:
+        writer.write(struct.pack(">H", len(body)) + body)
+
+    name = ours.encode()
+    send(b"N" + struct.pack(">QIH", OUR_FLAGS, creation, len(name)) + name)
+    status = await frame()
+    if status[:1] != b"s":
+        raise HandshakeError(f"{remote} answered the handshake with {status[:20]!r}")
+    text = status[1:].decode(errors="replace")
+    if text == "alive":
+        send(b"sfalse")
+        raise HandshakeError(f"{remote} already has a connection from a node named {ours}")
+    if text not in ("ok", "ok_simultaneous"):
+        raise HandshakeError(f"{remote} refused the connection ({text})")
+    challenge_msg = await frame()
+    if challenge_msg[:1] != b"N":
+        raise HandshakeError(f"{remote} sent an old-style challenge ({challenge_msg[:1]!r})")
+    their_flags, their_challenge = struct.unpack(">QI", challenge_msg[1:13])
+    ours_challenge = random.randrange(2**32)
+    send(b"r" + struct.pack(">I", ours_challenge) + _digest(cookie, their_challenge))
+    ack = await frame()
+    if ack[:1] != b"a" or ack[1:17] != _digest(cookie, ours_challenge):
+        raise CookieRejected(f"{remote} did not prove it knows the cookie")
+    del their_flags

@@ -1,0 +1,483 @@
+"""Lightning mode: the node over Erlang distribution, the channel, memory, timing.
+
+What the seed did as a named Elixir node, done as a hidden node from Python
+(engine/beam): find or create the benchmark channel, sample the node's memory
+from a baseline before the load to a last sample after it, and collect the
+channel proxy's server-side timing with a collector deployed for the run and
+removed after it, also when the run fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import stat
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from hdrh.histogram import HdrHistogram
+
+from engine.beam.dist import BadRpc, DistError, Node
+from engine.beam.terms import Atom
+from engine.config import RunConfig, parse_url
+from engine.metrics import new_histogram
+from engine.result import MemorySummary
+from engine.target import Target, TargetError, check, check_sink
+
+PROJECT_NAME = "load-test"
+USER_EMAIL = "load-test@openfn.org"
+USER_PASSWORD = "load-test-password-12345"
+EVENTS = [
+    [Atom("lightning"), Atom("channel_proxy"), Atom("request")],
+    [Atom("lightning"), Atom("channel_proxy"), Atom("fetch_channel")],
+    [Atom("lightning"), Atom("channel_proxy"), Atom("upstream")],
+]
+COLLECTOR = "Elixir.Chanload.TelemetryCollector"
+CONNECT_TIMEOUT = 2.0
+
+
+class LightningError(TargetError):
+    """Lightning mode cannot go on; ``code`` is the exit code."""
+
+    def __init__(self, message: str, hint: str = "", code: int = 1) -> None:
+        super().__init__(message, code, hint)
+
+
+def resolve_cookie(given: str | None, warn: TextIO | None = None) -> str:
+    """--cookie (or $CHANLOAD_COOKIE, already folded in), else ~/.erlang.cookie."""
+    if given:
+        return given
+    path = Path.home() / ".erlang.cookie"
+    try:
+        mode = path.stat().st_mode
+        cookie = path.read_text().strip()
+    except OSError:
+        raise LightningError(
+            "no Erlang cookie: give --cookie, set CHANLOAD_COOKIE, or create ~/.erlang.cookie",
+            code=2,
+        ) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(
+            f"chanload: warning: {path} is readable by others (mode {stat.S_IMODE(mode):o});"
+            " Erlang wants 400 or 600",
+            file=warn or sys.stderr,
+        )
+    return cookie
+
+
+def text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def short_id(value: Any) -> str:
+    return text(value)[:8] + "..."
+
+
+def changeset_errors(changeset: Any) -> str:
+    """The errors of an {:error, changeset}, as Ecto would say them."""
+    errors = changeset.get("errors") if isinstance(changeset, dict) else None
+    if not errors:
+        return repr(changeset)[:300]
+    parts = []
+    for item in errors:
+        try:
+            field_name, (message, opts) = item
+            message = text(message)
+            for key, value in opts or []:
+                message = message.replace(f"%{{{text(key)}}}", text(value))
+            parts.append(f"{text(field_name)} {message}")
+        except (TypeError, ValueError):
+            parts.append(repr(item))
+    return "; ".join(parts)
+
+
+class Session:
+    """One Lightning node, for the length of a run."""
+
+    def __init__(self, node: Node, out: TextIO) -> None:
+        self.node = node
+        self.out = out
+        self.channel: dict | None = None
+        self.collector = False
+
+    @classmethod
+    async def connect(cls, node_name: str, cookie: str, out: TextIO) -> Session:
+        out.write(f"Connecting to {node_name}... ")
+        out.flush()
+        try:
+            node = await Node.connect(node_name, cookie, timeout=CONNECT_TIMEOUT)
+        except DistError as exc:
+            out.write("failed\n")
+            raise LightningError(str(exc), exc.hint) from None
+        except TimeoutError:
+            out.write("failed\n")
+            raise LightningError(
+                f"no answer from {node_name} within {CONNECT_TIMEOUT:g}s",
+                "Is the node up and reachable? Is the host part of --node right?",
+            ) from None
+        out.write("ok\n")
+        return cls(node, out)
+
+    async def rpc(self, module: str, function: str, args: list, timeout: float = 15.0) -> Any:
+        try:
+            return await self.node.rpc(module, function, args, timeout)
+        except BadRpc as exc:
+            raise LightningError(
+                str(exc), "The node refused the call: is this a Lightning node?"
+            ) from None
+        except DistError as exc:
+            raise LightningError(str(exc), exc.hint) from None
+
+    async def close(self) -> None:
+        await self.node.close()
+
+    # -- the channel -----------------------------------------------------------
+
+    async def ensure_channel(self, name: str, sink_url: str) -> dict:
+        out = self.out
+        out.write(f"Looking up channel '{name}'... ")
+        out.flush()
+        channel = await self.rpc(
+            "Elixir.Lightning.Repo",
+            "get_by",
+            [Atom("Elixir.Lightning.Channels.Channel"), [(Atom("name"), name)]],
+        )
+        if channel is None:
+            out.write("not found, creating\n")
+            project = await self._ensure_project()
+            out.write(f"  Creating channel '{name}'... ")
+            result = await self.rpc(
+                "Elixir.Lightning.Channels",
+                "create_channel",
+                [
+                    {
+                        Atom("name"): name,
+                        Atom("sink_url"): sink_url,
+                        Atom("project_id"): project["id"],
+                    }
+                ],
+            )
+            channel = self._ok(result, "create the channel")
+            out.write(f"ok (id: {short_id(channel['id'])})\n")
+        elif channel.get("enabled") is False:
+            out.write("found (disabled), enabling\n")
+            result = await self.rpc(
+                "Elixir.Lightning.Channels", "update_channel", [channel, {Atom("enabled"): True}]
+            )
+            channel = self._ok(result, "enable the channel")
+            out.write(f"  Enabled channel (id: {short_id(channel['id'])})\n")
+        else:
+            out.write(f"found (id: {short_id(channel['id'])})\n")
+        if text(channel.get("sink_url")) != sink_url:
+            out.write(
+                f"  note: the channel forwards to {text(channel.get('sink_url'))},"
+                f" not to --sink {sink_url}\n"
+            )
+        self.channel = channel
+        return channel
+
+    def _ok(self, result: Any, what: str) -> dict:
+        if isinstance(result, tuple) and len(result) == 2 and result[0] == "ok":
+            return result[1]
+        if isinstance(result, tuple) and len(result) == 2 and result[0] == "error":
+            self.out.write("failed\n")
+            raise LightningError(f"Lightning refused to {what}: {changeset_errors(result[1])}")
+        raise LightningError(f"unexpected answer when trying to {what}: {result!r:.300}")
+
+    async def _ensure_project(self) -> dict:
+        project = await self.rpc(
+            "Elixir.Lightning.Repo",
+            "get_by",
+            [Atom("Elixir.Lightning.Projects.Project"), [(Atom("name"), PROJECT_NAME)]],
+        )
+        if project is not None:
+            self.out.write(
+                f"  Using existing '{PROJECT_NAME}' project (id: {short_id(project['id'])})\n"
+            )
+            return project
+        self.out.write(f"  Creating '{PROJECT_NAME}' project... ")
+        user = await self._ensure_user()
+        result = await self.rpc(
+            "Elixir.Lightning.Projects",
+            "create_project",
+            [
+                {
+                    Atom("name"): PROJECT_NAME,
+                    Atom("project_users"): [
+                        {Atom("user_id"): user["id"], Atom("role"): Atom("owner")}
+                    ],
+                },
+                False,
+            ],
+        )
+        project = self._ok(result, "create the project")
+        self.out.write(f"ok (id: {short_id(project['id'])})\n")
+        return project
+
+    async def _ensure_user(self) -> dict:
+        user = await self.rpc(
+            "Elixir.Lightning.Repo",
+            "get_by",
+            [Atom("Elixir.Lightning.Accounts.User"), [(Atom("email"), USER_EMAIL)]],
+        )
+        if user is not None:
+            return user
+        result = await self.rpc(
+            "Elixir.Lightning.Accounts",
+            "register_user",
+            [
+                {
+                    Atom("first_name"): "Load",
+                    Atom("last_name"): "Test",
+                    Atom("email"): USER_EMAIL,
+                    Atom("password"): USER_PASSWORD,
+                }
+            ],
+        )
+        return self._ok(result, "create the load-test user")
+
+    # -- the telemetry collector -------------------------------------------------
+
+    async def deploy_collector(self) -> bool:
+        self.out.write("Deploying telemetry collector... ")
+        self.out.flush()
+        source = resources.files("engine.beam").joinpath("collector.exs").read_text()
+        try:
+            await self.node.rpc("Elixir.Code", "eval_string", [source], timeout=30)
+            await self.node.rpc(COLLECTOR, "start", [EVENTS], timeout=10)
+        except DistError as exc:
+            self.out.write(f"failed, timing disabled ({exc})\n")
+            return False
+        self.collector = True
+        self.out.write("ok\n")
+        return True
+
+    async def reset_collector(self) -> None:
+        if self.collector:
+            await self.node.rpc(COLLECTOR, "reset", [], timeout=10)
+
+    async def collect_timing(self) -> ServerTiming | None:
+        if not self.collector:
+            return None
+        try:
+            summary = await self.node.rpc(COLLECTOR, "summary", [], timeout=15)
+        except DistError as exc:
+            return ServerTiming(lost=str(exc))
+        return ServerTiming.from_collector(summary)
+
+    async def teardown_collector(self) -> None:
+        if not self.collector or self.node.lost is not None:
+            return
+        self.out.write("Tearing down telemetry collector... ")
+        try:
+            await self.node.rpc(COLLECTOR, "stop", [], timeout=10)
+            await self.node.rpc("code", "purge", [Atom(COLLECTOR)], timeout=10)
+            await self.node.rpc("code", "delete", [Atom(COLLECTOR)], timeout=10)
+            self.out.write("ok\n")
+        except DistError as exc:
+            self.out.write(f"failed ({exc})\n")
+        self.collector = False
+
+    async def memory(self) -> dict[str, int]:
+        pairs = await self.node.rpc("erlang", "memory", [], timeout=5)
+        return {text(k): v for k, v in pairs}
+
+
+# -- server-side timing ------------------------------------------------------------
+
+LABELS = {"request": "Total request", "fetch_channel": "DB lookup", "upstream": "Upstream proxy"}
+
+
+@dataclass
+class EventTiming:
+    count: int
+    mean_us: float
+    min_us: int
+    max_us: int
+    p50_us: int
+    p95_us: int
+    p99_us: int
+    histogram: str = ""
+
+
+@dataclass
+class ServerTiming:
+    events: dict[str, EventTiming] = field(default_factory=dict)
+    lost: str | None = None
+
+    @classmethod
+    def from_collector(cls, summary: dict) -> ServerTiming:
+        events = {}
+        for key, stats in summary.items():
+            h = new_histogram()
+            low = high = None
+            for bucket, n in stats.get("buckets", []):
+                top = bucket_top(bucket)
+                h.record_value(max(1, top), n)
+                low = bucket if low is None else min(low, bucket)
+                high = top if high is None else max(high, top)
+            count = stats.get("count", 0)
+            if not count:
+                continue
+            pct = h.get_percentile_to_value_dict([50, 95, 99])
+            events[text(key)] = EventTiming(
+                count=count,
+                mean_us=round(stats.get("sum", 0) / count, 1),
+                min_us=low or 0,
+                max_us=high or 0,
+                p50_us=int(pct[50]),
+                p95_us=int(pct[95]),
+                p99_us=int(pct[99]),
+                histogram=h.encode().decode("ascii"),
+            )
+        return cls(events)
+
+    @property
+    def plug_overhead_mean_us(self) -> float | None:
+        e = self.events
+        if not all(k in e for k in LABELS):
+            return None
+        return round(e["request"].mean_us - e["fetch_channel"].mean_us - e["upstream"].mean_us, 1)
+
+
+def bucket_top(bucket: int) -> int:
+    """The largest value the collector counts in ``bucket`` (3 significant digits above 1 ms).
+
+    Percentiles then read as upper bounds, as HdrHistogram's do on the client side.
+    """
+    if bucket < 1000:
+        return bucket
+    return bucket + 10 ** (len(str(bucket)) - 3) - 1
+
+
+def decode_histogram(encoded: str) -> HdrHistogram:
+    return HdrHistogram.decode(encoded)
+
+
+# -- memory -----------------------------------------------------------------------
+
+
+class MemoryProbe:
+    """erlang:memory() from a baseline before the load to a last sample after it."""
+
+    def __init__(self, session: Session, interval: float = 1.0) -> None:
+        self.session = session
+        self.interval = interval
+        self.summary = MemorySummary(source="Lightning BEAM")
+        self.series: list[dict[str, Any]] = []
+        self._t0 = 0.0
+        self._task: asyncio.Task | None = None
+
+    async def baseline(self) -> None:
+        self._t0 = time.perf_counter()
+        await self._sample()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> MemorySummary:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.summary.lost_at is None:
+            await self._sample()
+        return self.summary
+
+    async def _loop(self) -> None:
+        while self.summary.lost_at is None:
+            await asyncio.sleep(self.interval)
+            await self._sample()
+
+    async def _sample(self) -> None:
+        t = round(time.perf_counter() - self._t0, 3)
+        try:
+            mem = await self.session.memory()
+        except DistError as exc:
+            if self.summary.lost_at is None:
+                self.summary.lost_at = t
+                self.summary.lost_reason = str(exc)
+            return
+        total = mem.get("total", 0)
+        s = self.summary
+        if s.start_bytes is None:
+            s.start_bytes = total
+        s.end_bytes = total
+        s.max_bytes = total if s.max_bytes is None else max(s.max_bytes, total)
+        s.samples.append((t, total))
+        self.series.append(
+            {
+                "t": t,
+                "total": total,
+                "binary": mem.get("binary", 0),
+                "processes": mem.get("processes", 0),
+            }
+        )
+
+
+def verdict(memory: MemorySummary | None, concurrency: int, body_bytes: int) -> str | None:
+    """The seed's "what good looks like" for memory, when the bodies are large."""
+    if memory is None or memory.start_bytes is None or memory.max_bytes is None:
+        return None
+    if body_bytes < 256 * 1024:
+        return None
+    growth = memory.max_bytes - memory.start_bytes
+    delta = memory.delta_bytes or 0
+    in_flight = concurrency * body_bytes
+    mb = 1024 * 1024
+    if growth >= in_flight / 2:
+        return (
+            f"buffering suspected: peak growth {growth / mb:.1f} MB is"
+            f" {growth / in_flight:.1f}x the bodies in flight ({concurrency} VUs x"
+            f" {body_bytes / mb:.1f} MB = {in_flight / mb:.1f} MB)"
+        )
+    if delta < 50 * mb and growth < 50 * mb:
+        return (
+            f"streaming: delta {delta / mb:+.1f} MB, peak growth {growth / mb:.1f} MB,"
+            f" under 50 MB with {concurrency} VUs x {body_bytes / mb:.1f} MB bodies"
+        )
+    return (
+        f"inconclusive: peak growth {growth / mb:.1f} MB is over 50 MB but under half of"
+        f" the bodies in flight ({in_flight / mb:.1f} MB)"
+    )
+
+
+async def open_target(config: RunConfig, out: TextIO) -> tuple[Session, Target, int]:
+    """Check the sink, join the node, find or create the channel, deploy the collector.
+
+    Returns the session, the target and the number of preflight requests
+    made. On failure nothing is left behind on the node.
+    """
+    sink = config.sink_url()
+    await check_sink(sink, out)
+    cookie = resolve_cookie(config.cookie)
+    session = await Session.connect(config.node_name, cookie, out)
+    try:
+        channel = await session.ensure_channel(config.channel, config.sink_or_default)
+        base = parse_url(config.target, "--target")
+        url = base.join(f"/channels/{text(channel['id'])}/test")
+        # Through Lightning once, before the collector counts anything.
+        await check(
+            "channel URL",
+            url,
+            "Is Lightning serving HTTP at --target, with the channel proxy enabled?",
+            out,
+        )
+        timing = await session.deploy_collector()
+        target = Target(
+            "lightning",
+            url.with_query(config.query_overrides()),
+            sink,
+            telemetry="enabled" if timing else "disabled (the collector could not be deployed)",
+        )
+    except BaseException:
+        await session.teardown_collector()
+        await session.close()
+        raise
+    return session, target, 2

@@ -1,0 +1,244 @@
+"""`chanload run` in Lightning mode, against the Elixir stand-in run as a real node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import threading
+import time
+
+from engine.beam.dist import Node
+from engine.beam.terms import Atom
+from tests.support import ROOT, chanload_command, run_chanload
+
+
+def lightning_args(standin, sink, *extra: str) -> tuple[str, ...]:
+    return (
+        "--node",
+        standin.name,
+        "--cookie",
+        standin.cookie,
+        "--target",
+        standin.url,
+        "--sink",
+        sink.url,
+        "--quiet",
+        *extra,
+    )
+
+
+def leftovers(standin) -> dict:
+    async def ask():
+        n = await Node.connect(standin.name, standin.cookie)
+        try:
+            table = await n.rpc("ets", "info", [Atom("chanload_telemetry")])
+            handlers = await n.rpc("telemetry", "list_handlers", [[Atom("lightning")]])
+            loaded = await n.rpc("code", "is_loaded", [Atom("Elixir.Chanload.TelemetryCollector")])
+            owner = await n.rpc("erlang", "whereis", [Atom("chanload_telemetry_owner")])
+            return {"table": table, "handlers": handlers, "loaded": loaded, "owner": owner}
+        finally:
+            await n.close()
+
+    return asyncio.run(ask())
+
+
+def test_happy_path_creates_the_channel_once_and_reports_memory_and_timing(standin, sink, tmp_path):
+    first = run_chanload(
+        tmp_path,
+        "--scenario",
+        "happy_path",
+        "--duration",
+        "2",
+        "--concurrency",
+        "4",
+        *lightning_args(standin, sink),
+    )
+    assert first.code == 0, first.stderr + first.stdout
+    assert "Looking up channel 'load-test'... not found, creating" in first.stdout
+    assert "Creating 'load-test' project... ok" in first.stdout
+    second_csv = tmp_path / "second.csv"
+    second = run_chanload(
+        tmp_path,
+        "--scenario",
+        "happy_path",
+        "--duration",
+        "2",
+        "--concurrency",
+        "4",
+        "--csv",
+        str(second_csv),
+        *lightning_args(standin, sink),
+    )
+    assert second.code == 0, second.stderr
+    assert re.search(
+        r"Looking up channel 'load-test'\.\.\. found \(id: [0-9a-f]{8}\.\.\.\)", second.stdout
+    )
+    assert "creating" not in second.stdout
+    ids = {r.result["url"].split("/channels/")[1].split("/")[0] for r in (first, second)}
+    assert len(ids) == 1  # the same channel both times
+
+    for run in (first, second):
+        r = run.result
+        assert r["target_kind"] == "lightning"
+        assert r["error_count"] == 0 and r["total_requests"] > 50
+        mem = r["memory"]
+        assert mem["source"] == "Lightning BEAM"
+        assert mem["start_bytes"] > 0 and mem["max_bytes"] >= mem["end_bytes"] > 0
+        assert mem["delta_bytes"] == mem["end_bytes"] - mem["start_bytes"]
+        assert len(mem["samples"]) >= 3  # baseline, during, after
+        assert mem["samples"][0][0] == 0.0  # the baseline is taken before the load
+        events = r["server_timing"]["events"]
+        for key in ("request", "fetch_channel", "upstream"):
+            assert events[key]["count"] == r["total_requests"], key
+        assert events["request"]["p50_us"] >= events["upstream"]["p50_us"]
+        text = run.stdout
+        assert "Memory (Lightning BEAM):" in text
+        for label in ("start:", "end:", "max:", "delta:"):
+            assert label in text
+        assert " Channel Proxy Timing (server-side):" in text
+        assert re.search(
+            rf"Total request\s+p50=\S+, p95=\S+, p99=\S+, n={r['total_requests']}\b", text
+        )
+        assert "Plug overhead" in text
+        assert "Tearing down telemetry collector... ok" in text
+    row = second_csv.read_text().splitlines()[1].split(",")
+    header = second_csv.read_text().splitlines()[0].split(",")
+    values = dict(zip(header, row, strict=True))
+    assert int(values["server_request_count"]) == second.result["total_requests"]
+    assert int(values["memory_start_bytes"]) == second.result["memory"]["start_bytes"]
+
+    left = leftovers(standin)
+    assert left["table"] == Atom("undefined")
+    assert left["handlers"] == []
+    assert left["loaded"] is False
+    assert left["owner"] == Atom("undefined")
+
+
+def test_large_payload_through_a_streaming_proxy_is_judged_streaming(standin, sink, tmp_path):
+    run = run_chanload(
+        tmp_path,
+        "--scenario",
+        "large_payload",
+        "--duration",
+        "3",
+        "--concurrency",
+        "4",
+        *lightning_args(standin, sink),
+    )
+    assert run.code == 0, run.stderr
+    r = run.result
+    assert r["error_count"] == 0
+    assert r["body_bytes_out"] == r["total_requests"] * 1048576
+    assert r["memory_verdict"].startswith("streaming")
+    assert " Verdict:     streaming" in run.stdout
+    assert r["server_timing"]["events"]["request"]["count"] == r["total_requests"]
+
+
+def chanload(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    out = subprocess.run(
+        chanload_command("run", *args), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+    return out, time.monotonic() - started
+
+
+def test_wrong_cookie_exits_1_quickly_with_a_hint(standin, sink):
+    out, elapsed = chanload(
+        "--scenario",
+        "happy_path",
+        "--node",
+        standin.name,
+        "--cookie",
+        "wrong-cookie",
+        "--target",
+        standin.url,
+        "--sink",
+        sink.url,
+    )
+    assert out.returncode == 1
+    assert "check the cookie" in out.stderr
+    assert "wrong-cookie" not in out.stdout + out.stderr
+    assert elapsed < 2 + 1.5  # the failure itself under 2 s, plus start-up
+
+
+def test_no_such_node_exits_1(standin, sink):
+    host = standin.name.split("@")[1]
+    out, _ = chanload(
+        "--scenario", "happy_path", "--node", f"nobody@{host}", "--cookie", "x", "--sink", sink.url
+    )
+    assert out.returncode == 1
+    assert "no node named 'nobody'" in out.stderr
+    assert "--node" in out.stderr  # the hint
+
+
+def test_epmd_down_exits_1(sink):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    started = time.monotonic()
+    out = subprocess.run(
+        chanload_command(
+            "run", "--node", "lightning@localhost", "--cookie", "x", "--sink", sink.url
+        ),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**__import__("os").environ, "ERL_EPMD_PORT": str(free)},
+    )
+    assert out.returncode == 1
+    assert "EPMD is not running" in out.stderr
+    assert time.monotonic() - started < 4
+
+
+def test_the_cookie_never_appears_anywhere(standin, sink, tmp_path):
+    csv = tmp_path / "r.csv"
+    run = run_chanload(
+        tmp_path,
+        "--scenario",
+        "happy_path",
+        "--duration",
+        "1",
+        "--concurrency",
+        "2",
+        "--csv",
+        str(csv),
+        *lightning_args(standin, sink),
+    )
+    assert run.code == 0, run.stderr
+    secret = standin.cookie
+    assert secret not in run.stdout + run.stderr
+    assert secret not in json.dumps(run.result)
+    assert secret not in csv.read_text()
+    assert "--cookie ***" in run.stdout
+
+
+def test_node_killed_mid_run_the_run_still_finishes(standin, sink, tmp_path):
+    timer = threading.Timer(1.5, standin.kill)
+    timer.start()
+    try:
+        run = run_chanload(
+            tmp_path,
+            "--scenario",
+            "happy_path",
+            "--duration",
+            "4",
+            "--concurrency",
+            "2",
+            "--timeout",
+            "2",
+            *lightning_args(standin, sink),
+        )
+    finally:
+        timer.cancel()
+    assert run.code == 0, run.stderr
+    r = run.result
+    assert r["memory"]["lost_at"] is not None
+    assert "sampling lost at" in run.stdout
+    assert r["server_timing"]["lost"]
+    assert r["transport_errors"] > 0  # the proxy died with the node
+    assert r["responses"] > 0  # and answered before that
+    assert run.elapsed < 4 + 2 + 6
