@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,7 @@ def erl_eval(erl: str, code: str, timeout: float = 60) -> str:
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=tempfile.gettempdir(),  # where a crash dump would land
     )
     if out.returncode != 0:
         raise AssertionError(f"erl failed: {out.stderr}{out.stdout}")
