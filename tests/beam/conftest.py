@@ -68,6 +68,7 @@ def start_erl(erl: str, tmp_path: Path, cookie: str, *extra: str) -> ErlNode:
         stdout=open(log, "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
     )
     _, host = split_node(short)
     node = ErlNode(proc, f"{short}@{host}", cookie, log)
@@ -132,6 +133,7 @@ def standin_factory(tmp_path):
             stdout=open(log, "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
         )
         m = wait_until(
             lambda: (
