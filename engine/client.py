@@ -379,12 +379,12 @@ class Pool:
                     if not (vu.running and perf_ns() < self.deadline_ns):
                         return
                 try:
-                    _, conn = await asyncio.wait_for(
-                        self.loop.create_connection(
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that races with completion (bpo-42130).
+                    async with asyncio.timeout(self.timeout):
+                        _, conn = await self.loop.create_connection(
                             lambda: self.connection_class(vu, self), self.url.host, self.url.port
-                        ),
-                        timeout=self.timeout,
-                    )
+                        )
                 except (OSError, TimeoutError) as exc:
                     vu.failures += 1
                     detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)

@@ -373,6 +373,7 @@ class MemoryProbe:
         self.series: list[dict[str, Any]] = []
         self._t0 = 0.0
         self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
 
     async def baseline(self) -> None:
         self._t0 = time.perf_counter()
@@ -383,17 +384,21 @@ class MemoryProbe:
 
     async def stop(self) -> MemorySummary:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Ask, do not cancel: a sample in flight finishes (bounded by its
+            # own RPC timeout) and the loop ends.
+            self._stopping.set()
+            await self._task
         if self.summary.lost_at is None:
             await self._sample()
         return self.summary
 
     async def _loop(self) -> None:
-        while self.summary.lost_at is None:
-            await asyncio.sleep(self.interval)
-            await self._sample()
+        while self.summary.lost_at is None and not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._stopping.wait()
+            if not self._stopping.is_set():
+                await self._sample()
 
     async def _sample(self) -> None:
         t = round(time.perf_counter() - self._t0, 3)

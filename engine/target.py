@@ -85,7 +85,8 @@ async def http_get(url: HttpUrl, timeout: float = PREFLIGHT_TIMEOUT) -> int:
         finally:
             writer.close()
 
-    return await asyncio.wait_for(exchange(), timeout)
+    async with asyncio.timeout(timeout):
+        return await exchange()
 
 
 SINK_HINT = "Start the mock sink first:\n  chansink --port {port}"

@@ -256,7 +256,11 @@ def run_chanload(tmp_path: Path, *args: str, timeout: float = 90, json_out: bool
     out = tmp_path / f"result-{time.monotonic_ns()}.json"
     cmd = chanload_command("run", *args, *(("--json", str(out)) if json_out else ()))
     started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout
+        raise AssertionError(f"chanload did not finish in {timeout}s; it printed:\n{out}") from None
     elapsed = time.monotonic() - started
     result = json.loads(out.read_text()) if json_out and out.exists() else None
     return Run(proc.returncode, proc.stdout, proc.stderr, result, elapsed)

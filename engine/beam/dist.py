@@ -145,7 +145,8 @@ async def epmd_port(name: str, host: str, timeout: float) -> int:
     """PORT_PLEASE2: the distribution port of node ``name`` on ``host``."""
     epmd = epmd_tcp_port()
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, epmd), timeout)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, epmd)
     except ConnectionRefusedError:
         raise EpmdUnavailable(
             f"EPMD is not running on {host} (connection to port {epmd} refused)"
@@ -156,7 +157,8 @@ async def epmd_port(name: str, host: str, timeout: float) -> int:
     try:
         body = bytes([PORT_PLEASE2_REQ]) + name.encode()
         writer.write(struct.pack(">H", len(body)) + body)
-        reply = await asyncio.wait_for(reader.read(1024), timeout)
+        async with asyncio.timeout(timeout):
+            reply = await reader.read(1024)
     finally:
         writer.close()
     if len(reply) < 2 or reply[0] != PORT2_RESP:
@@ -203,14 +205,14 @@ class Node:
         remote = f"{name}@{host}"
         ours = our_node_name(host)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError) as exc:
             raise NodeDown(f"cannot connect to {remote} at {host}:{port}: {exc}") from None
         creation = random.randrange(1, 2**32)
         try:
-            await asyncio.wait_for(
-                _handshake(reader, writer, ours, creation, cookie.encode(), remote), timeout
-            )
+            async with asyncio.timeout(timeout):
+                await _handshake(reader, writer, ours, creation, cookie.encode(), remote)
         except BaseException:
             writer.close()
             raise
@@ -240,7 +242,10 @@ class Node:
         )
         self._send((REG_SEND, self._pid, Atom(""), Atom("rex")), request)
         try:
-            result = await asyncio.wait_for(future, timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that races with the reply, and the caller never stops.
+            async with asyncio.timeout(timeout):
+                result = await future
         except TimeoutError:
             raise RpcTimeout(
                 f"{call} got no answer from {self.remote} within {timeout:g}s"
