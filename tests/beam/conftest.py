@@ -60,17 +60,20 @@ def registered(name: str) -> bool:
         return False
 
 
-def start_erl(erl: str, tmp_path: Path, cookie: str, *extra: str) -> ErlNode:
+def start_erl(
+    erl: str, tmp_path: Path, cookie: str, *extra: str, long_name: str | None = None
+) -> ErlNode:
     short = f"t{uuid.uuid4().hex[:10]}"
     log = tmp_path / f"{short}.log"
+    naming = ["-name", f"{short}@{long_name}"] if long_name else ["-sname", short]
     proc = subprocess.Popen(
-        [erl, "-noshell", "-sname", short, "-setcookie", cookie, *extra],
+        [erl, "-noshell", *naming, "-setcookie", cookie, *extra],
         stdout=open(log, "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         cwd=tmp_path,
     )
-    _, host = split_node(short)
+    host = long_name or split_node(short)[1]
     node = ErlNode(proc, f"{short}@{host}", cookie, log)
     wait_until(lambda: proc.poll() is not None or registered(node.name), 30, f"{short} to start")
     if proc.poll() is not None:
@@ -82,9 +85,14 @@ def start_erl(erl: str, tmp_path: Path, cookie: str, *extra: str) -> ErlNode:
 def erl_factory(tmp_path):
     started: list[ErlNode] = []
 
-    def factory(release: str = "otp25", *extra: str, cookie: str = "chanload-test") -> ErlNode:
+    def factory(
+        release: str = "otp25",
+        *extra: str,
+        cookie: str = "chanload-test",
+        long_name: str | None = None,
+    ) -> ErlNode:
         erl = require(ERLS[release], f"Erlang ({release})")
-        node = start_erl(erl, tmp_path, cookie, *extra)
+        node = start_erl(erl, tmp_path, cookie, *extra, long_name=long_name)
         started.append(node)
         return node
 

@@ -153,3 +153,20 @@ def test_idle_connection_survives_net_ticktime(erl_factory, release):
             await n.close()
 
     assert run(scenario()) == node.name
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_long_names(erl_factory, release):
+    node = erl_factory(release, long_name="127.0.0.1")
+    assert node.name.endswith("@127.0.0.1")
+
+    async def scenario():
+        n = await Node.connect(node.name, node.cookie)
+        try:
+            return await n.rpc("erlang", "node", []), n.our_name
+        finally:
+            await n.close()
+
+    remote, ours = run(scenario())
+    assert remote == node.name
+    assert "@" in ours and "." in ours.split("@")[1]  # we used a long name too

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import re
 import socket
@@ -45,7 +46,7 @@ def leftovers(standin) -> dict:
     return asyncio.run(ask())
 
 
-def test_happy_path_creates_the_channel_once_and_reports_memory_and_timing(standin, sink, tmp_path):
+def test_channel_created_once_then_found_with_memory_and_timing(standin, sink, tmp_path):
     first = run_chanload(
         tmp_path,
         "--scenario",
@@ -63,7 +64,7 @@ def test_happy_path_creates_the_channel_once_and_reports_memory_and_timing(stand
     second = run_chanload(
         tmp_path,
         "--scenario",
-        "happy_path",
+        "large_payload",
         "--duration",
         "2",
         "--concurrency",
@@ -77,6 +78,7 @@ def test_happy_path_creates_the_channel_once_and_reports_memory_and_timing(stand
         r"Looking up channel 'load-test'\.\.\. found \(id: [0-9a-f]{8}\.\.\.\)", second.stdout
     )
     assert "creating" not in second.stdout
+    assert second.result["memory_verdict"].startswith("streaming")
     ids = {r.result["url"].split("/channels/")[1].split("/")[0] for r in (first, second)}
     assert len(ids) == 1  # the same channel both times
 
@@ -104,9 +106,7 @@ def test_happy_path_creates_the_channel_once_and_reports_memory_and_timing(stand
         )
         assert "Plug overhead" in text
         assert "Tearing down telemetry collector... ok" in text
-    row = second_csv.read_text().splitlines()[1].split(",")
-    header = second_csv.read_text().splitlines()[0].split(",")
-    values = dict(zip(header, row, strict=True))
+    (values,) = list(csv.DictReader(second_csv.open()))
     assert int(values["server_request_count"]) == second.result["total_requests"]
     assert int(values["memory_start_bytes"]) == second.result["memory"]["start_bytes"]
 
@@ -242,3 +242,22 @@ def test_node_killed_mid_run_the_run_still_finishes(standin, sink, tmp_path):
     assert r["transport_errors"] > 0  # the proxy died with the node
     assert r["responses"] > 0  # and answered before that
     assert run.elapsed < 4 + 2 + 6
+
+
+def test_a_node_without_lightning_gives_badrpc_with_the_remote_reason(erl_factory, sink):
+    node = erl_factory("otp25")
+    out, elapsed = chanload(
+        "--scenario",
+        "happy_path",
+        "--node",
+        node.name,
+        "--cookie",
+        node.cookie,
+        "--sink",
+        sink.url,
+    )
+    assert out.returncode == 1
+    assert "Elixir.Lightning.Repo.get_by/2 failed on the node" in out.stderr
+    assert "undef" in out.stderr
+    assert "is this a Lightning node?" in out.stderr
+    assert elapsed < 2 + 1.5
