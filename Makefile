@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint bench perf-sink perf-engine otp28 clean
+.PHONY: install test lint bench perf-sink perf-engine perf-proxy otp28 clean
 
 install: $(BIN)/chanload
 
@@ -31,9 +31,10 @@ $(OTP28_ERL): | install
 lint: install
 	$(BIN)/ruff check .
 
-# The main job: a short self-benchmark of chansink driven by chanload.
+# The main job: the seven scenarios against a chanproxy and a chansink started
+# here (`chanload suite --embedded`), about two minutes; results in bench_results/.
 bench: install
-	$(BIN)/python -m tests.perf.selfbench
+	$(BIN)/chanload suite --embedded --duration 15 --concurrency 20
 
 # chansink vs nginx under wrk (needs wrk and nginx: apt-get install -y wrk nginx-light).
 perf-sink: install
@@ -42,6 +43,10 @@ perf-sink: install
 # chanload vs wrk, h11 throughput, 1 MiB bodies, a 10-minute RSS check (needs wrk, nginx).
 perf-engine: install
 	$(BIN)/python -m tests.perf.perf_engine
+
+# chanproxy vs nginx as the same channel proxy, under the same chanload load (needs nginx).
+perf-proxy: install
+	$(BIN)/python -m tests.perf.perf_proxy
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -21,7 +21,9 @@ from engine.config import (
     DEFAULT_TIMEOUT,
     ConfigError,
     RunConfig,
+    masked_argv,
 )
+from engine.probes import check_pid
 from engine.report.console import summary
 from engine.report.files import append_csv, write_json
 from engine.scenarios import SCENARIOS
@@ -127,8 +129,15 @@ def run(
     json: Annotated[
         Path | None, typer.Option(help="Write the whole result (series, histogram) as JSON.")
     ] = None,
+    target_pid: Annotated[
+        int | None,
+        typer.Option(
+            help="Sample the RSS of this process and its children during the run"
+            " (the proxy's memory, for any proxy)."
+        ),
+    ] = None,
     sample_interval: Annotated[
-        float, typer.Option(help="Seconds between memory samples of the Lightning node.")
+        float, typer.Option(help="Seconds between memory samples (Lightning node or --target-pid).")
     ] = 1.0,
     quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
     preflight: Annotated[
@@ -161,6 +170,7 @@ def run(
             progress=not quiet and sys.stdout.isatty(),
             preflight=preflight,
             sample_interval=sample_interval,
+            target_pid=target_pid,
             argv=tuple(_ARGV[1:] if _ARGV[:1] == ["run"] else _ARGV),
         )
     except ConfigError as exc:
@@ -170,6 +180,8 @@ def run(
     for option, path in (("--csv", csv), ("--json", json)):
         if path is not None and (problem := unwritable(path)):
             raise fail(PROG, f"{option} {path}: {problem}", 2)
+    if target_pid is not None and (problem := check_pid(target_pid)):
+        raise fail(PROG, problem, 2)
 
     from engine import runner  # the engine loads only when there is work to do
 
@@ -189,6 +201,113 @@ def run(
         print(f"Writing JSON to {config.json}... ", end="")
         write_json(config.json, result)
         print("ok")
+
+
+SUITE_HELP = """\
+Run the seven scenarios in the seed's order (run_all.sh), with the seed's extra
+flags: direct_sink, happy_path, ramp_up, large_payload (--payload-size
+1048576), large_response (--response-size 1048576), mixed_methods, slow_sink
+(--delay 2000).
+
+Writes <out-dir>/<YYYY.MM.DD-HH.MM>.log (everything printed), .csv (one row
+per scenario) and .json (every result, the comparison, the proxy overhead).
+Stops at the first scenario that fails and says which. Ends with a table of
+all scenarios and the proxy overhead the seed asked users to work out by hand:
+happy_path minus direct_sink per percentile, and the throughput ratio.
+
+Targets: --embedded (starts chansink and chanproxy on free loopback ports,
+creates the channel, samples chanproxy's memory, stops both at the end, also
+on Ctrl-C), any proxy (--channel-url, with {scenario} replaced by the
+scenario's name if present), or Lightning (--node, --cookie).
+"""
+
+
+@app.command(help=SUITE_HELP)
+def suite(
+    duration: Annotated[float, typer.Option(help="Seconds per scenario.")] = 30.0,
+    concurrency: Annotated[int, typer.Option(help="Virtual users.")] = 20,
+    embedded: Annotated[
+        bool, typer.Option(help="Start chansink and chanproxy here and benchmark them.")
+    ] = False,
+    proxy_buffer: Annotated[
+        bool, typer.Option(help="With --embedded: run chanproxy --buffer (the bad control).")
+    ] = False,
+    channel_url: Annotated[
+        str | None, typer.Option(help="The channel URL of any proxy ({scenario} is replaced).")
+    ] = None,
+    sink: Annotated[
+        str | None, typer.Option(help=f"Mock sink URL [default: {DEFAULT_SINK}].")
+    ] = None,
+    node: Annotated[str | None, typer.Option(help="Lightning node name.")] = None,
+    cookie: Annotated[str | None, typer.Option(help="Erlang cookie. Never printed.")] = None,
+    target: Annotated[str, typer.Option(help="Lightning base URL.")] = DEFAULT_TARGET,
+    channel: Annotated[str, typer.Option(help="Channel name (Lightning).")] = DEFAULT_CHANNEL,
+    target_pid: Annotated[
+        int | None, typer.Option(help="Sample this process tree's RSS (the proxy's memory).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option(help="Where the .log, .csv and .json go.")] = Path(
+        "bench_results"
+    ),
+    timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = DEFAULT_TIMEOUT,
+    parser: Annotated[str, typer.Option(help="httptools or h11.")] = "httptools",
+) -> None:
+    from engine import suite as suite_mod
+    from engine.embedded import Embedded, EmbeddedError
+
+    if embedded and (channel_url or node):
+        raise fail(PROG, "--embedded starts its own proxy: leave out --channel-url and --node", 2)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise fail(PROG, f"--out-dir {out_dir}: not a directory", 2)
+    words = ["chanload", "suite", *masked_argv(_ARGV[1:] if _ARGV[:1] == ["suite"] else _ARGV)]
+    command = " ".join(words)
+
+    def base_config(**overrides) -> RunConfig:
+        try:
+            return RunConfig(
+                scenario="direct_sink",
+                concurrency=concurrency,
+                duration=duration,
+                target=target,
+                sink=sink,
+                node=node,
+                cookie=cookie or os.environ.get("CHANLOAD_COOKIE"),
+                channel=channel,
+                channel_url=channel_url,
+                timeout=timeout,
+                parser=parser,
+                quiet=True,
+                target_pid=target_pid,
+                **overrides,
+            )
+        except ConfigError as exc:
+            for problem in exc.problems[:-1]:
+                print(f"{PROG}: error: {problem}", file=sys.stderr)
+            raise fail(PROG, exc.problems[-1], 2) from None
+
+    base_config()  # every usage error before anything starts
+    if embedded:
+        try:
+            with Embedded(proxy_buffer=proxy_buffer, channel=channel) as emb:
+                print(emb.describe())
+                base = replace_config(
+                    base_config(),
+                    sink=emb.sink.url,
+                    channel_url=emb.channel_url,
+                    target_pid=emb.proxy_pid,
+                )
+                outcome = eventloop.run(suite_mod.run_suite(base, out_dir, sys.stdout, command))
+        except EmbeddedError as exc:
+            raise fail(PROG, str(exc), 1) from None
+    else:
+        outcome = eventloop.run(suite_mod.run_suite(base_config(), out_dir, sys.stdout, command))
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def replace_config(config: RunConfig, **changes) -> RunConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)
 
 
 def unwritable(path: Path) -> str | None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine import servertiming
 from engine.config import HttpUrl
 from engine.http1 import (
     GET_READ_BUFFER,
@@ -102,6 +103,7 @@ class ClientConnection:
         self.closed = False
         self.reusable = True
         self.failed = False  # an error was already counted for the request in flight
+        self.wants_server_timing = pool.server_timing
 
     # -- asyncio callbacks ---------------------------------------------------
 
@@ -241,6 +243,14 @@ class ClientConnection:
         if self.transport is not None:
             self.transport.abort()
 
+    def server_timing_seen(self, value: bytes) -> None:
+        pending = self.rec.timing_pending
+        for name, ms in servertiming.parse(value):
+            values = pending.get(name)
+            if values is None:
+                values = pending[name] = []
+            values.append(int(ms * 1000))
+
     def timed_out(self) -> None:
         """The sweep found the request in flight past its timeout."""
         self._fail("timeout", f"no complete response within {self.pool.timeout:g}s")
@@ -283,8 +293,10 @@ class Pool:
         recorder: Recorder,
         parser: str = "httptools",
         timeout: float = 30.0,
+        server_timing: bool = False,
     ) -> None:
         self.loop = loop
+        self.server_timing = server_timing
         self.url = url
         self.specs = specs
         self.recorder = recorder

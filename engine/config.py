@@ -122,7 +122,8 @@ class RunConfig:
     quiet: bool = False
     progress: bool = False
     preflight: bool = True
-    sample_interval: float = 1.0  # seconds between memory samples (Lightning mode)
+    sample_interval: float = 1.0  # seconds between memory samples
+    target_pid: int | None = None  # sample this process tree's RSS
     argv: tuple[str, ...] = field(default=(), repr=False)  # may hold secrets
 
     def __post_init__(self) -> None:
@@ -163,6 +164,8 @@ class RunConfig:
                     out.append(str(exc))
         if not self.sample_interval > 0:
             out.append(f"--sample-interval must be > 0 seconds, got {self.sample_interval:g}")
+        if self.target_pid is not None and self.target_pid < 1:
+            out.append(f"--target-pid must be a process id, got {self.target_pid}")
         if not self.channel:
             out.append("--channel must not be empty")
         return out

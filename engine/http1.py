@@ -29,6 +29,7 @@ from engine import __version__
 
 USER_AGENT = f"chanload/{__version__}"
 _HEAD_END = b"\r\n\r\n"
+_TIMING_NAMES = (b"\r\nserver-timing:", b"\r\nServer-Timing:", b"\r\nSERVER-TIMING:")
 # A response header section longer than this is not searched any further.
 MAX_HEAD_BYTES = 1024 * 1024
 
@@ -59,10 +60,23 @@ def build_request_head(
         raise ValueError(f"cannot build a valid {method} request for {target!r}: {exc}") from None
 
 
+def find_server_timing(head: bytes | bytearray, end: int) -> bytes | None:
+    """The value of a Server-Timing header in ``head[:end]`` (as servers spell the name)."""
+    for needle in _TIMING_NAMES:
+        i = head.find(needle, 0, end)
+        if i >= 0:
+            start = i + len(needle)
+            stop = head.find(b"\r\n", start, end)
+            return bytes(head[start : stop if stop >= 0 else end]).strip()
+    return None
+
+
 class ResponseFramer:
     """Interface: feed response bytes; ``response_complete`` fires per final response."""
 
     interim_responses: int = 0
+    # Look for a Server-Timing header in each response head (off: no cost).
+    wants_server_timing: bool = False
 
     def feed(self, data: bytes) -> None:
         raise NotImplementedError
@@ -92,6 +106,9 @@ class ResponseFramer:
     def protocol_error(self, message: str) -> None:
         """The peer sent something that is not HTTP/1.1; nothing more will be parsed."""
         raise NotImplementedError
+
+    def server_timing_seen(self, value: bytes) -> None:
+        """A response head carried ``Server-Timing: value`` (when wanted)."""
 
 
 # One receive buffer for every connection of the process: uvloop fills it
@@ -141,6 +158,10 @@ class HttptoolsFramer(ResponseFramer):
                 if i >= 0:
                     self._head_end = i + 4
                     head_now = True
+                    if self.wants_server_timing:
+                        value = find_server_timing(READ_BUFFER, i + 2)
+                        if value is not None:
+                            self.server_timing_seen(value)
                 else:
                     self._acc = READ_BUFFER[:n]
             else:
@@ -182,6 +203,10 @@ class HttptoolsFramer(ResponseFramer):
             self._head_end = i + 4
             self._head_data = bytes(acc[: i + 4])
             self._acc = None
+            if self.wants_server_timing:
+                value = find_server_timing(acc, i + 2)
+                if value is not None:
+                    self.server_timing_seen(value)
 
     def on_message_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -262,6 +287,10 @@ class H11Framer(ResponseFramer):
                 self._body += len(event.data)
             elif kind is h11.Response:
                 self._status = event.status_code
+                if self.wants_server_timing:
+                    for name, value in event.headers:
+                        if name == b"server-timing":
+                            self.server_timing_seen(bytes(value))
             elif kind is h11.InformationalResponse:
                 self.interim_responses += 1
             elif kind is h11.EndOfMessage:

@@ -9,24 +9,19 @@ removed after it, also when the run fails or is interrupted.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import stat
 import sys
-import time
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
-
-from hdrh.histogram import HdrHistogram
 
 from engine.beam.dist import BadRpc, DistError, Node
 from engine.beam.terms import Atom
 from engine.config import RunConfig, parse_url
 from engine.metrics import new_histogram
-from engine.result import MemorySummary
+from engine.probes import MemoryProbe, ProbeLost
 from engine.target import Target, TargetError, check, check_sink
+from engine.timing import EventTiming, ServerTiming
 
 PROJECT_NAME = "load-test"
 USER_EMAIL = "load-test@openfn.org"
@@ -268,8 +263,8 @@ class Session:
         try:
             summary = await self.node.rpc(COLLECTOR, "summary", [], timeout=15)
         except DistError as exc:
-            return ServerTiming(lost=str(exc))
-        return ServerTiming.from_collector(summary)
+            return ServerTiming(lost=str(exc), source="Lightning telemetry")
+        return timing_from_collector(summary)
 
     async def teardown_collector(self) -> None:
         if not self.collector or self.node.lost is not None:
@@ -291,59 +286,33 @@ class Session:
 
 # -- server-side timing ------------------------------------------------------------
 
-LABELS = {"request": "Total request", "fetch_channel": "DB lookup", "upstream": "Upstream proxy"}
 
-
-@dataclass
-class EventTiming:
-    count: int
-    mean_us: float
-    min_us: int
-    max_us: int
-    p50_us: int
-    p95_us: int
-    p99_us: int
-    histogram: str = ""
-
-
-@dataclass
-class ServerTiming:
-    events: dict[str, EventTiming] = field(default_factory=dict)
-    lost: str | None = None
-
-    @classmethod
-    def from_collector(cls, summary: dict) -> ServerTiming:
-        events = {}
-        for key, stats in summary.items():
-            h = new_histogram()
-            low = high = None
-            for bucket, n in stats.get("buckets", []):
-                top = bucket_top(bucket)
-                h.record_value(max(1, top), n)
-                low = bucket if low is None else min(low, bucket)
-                high = top if high is None else max(high, top)
-            count = stats.get("count", 0)
-            if not count:
-                continue
-            pct = h.get_percentile_to_value_dict([50, 95, 99])
-            events[text(key)] = EventTiming(
-                count=count,
-                mean_us=round(stats.get("sum", 0) / count, 1),
-                min_us=low or 0,
-                max_us=high or 0,
-                p50_us=int(pct[50]),
-                p95_us=int(pct[95]),
-                p99_us=int(pct[99]),
-                histogram=h.encode().decode("ascii"),
-            )
-        return cls(events)
-
-    @property
-    def plug_overhead_mean_us(self) -> float | None:
-        e = self.events
-        if not all(k in e for k in LABELS):
-            return None
-        return round(e["request"].mean_us - e["fetch_channel"].mean_us - e["upstream"].mean_us, 1)
+def timing_from_collector(summary: dict) -> ServerTiming:
+    """The collector's buckets as a ServerTiming (bucket tops: upper-bound percentiles)."""
+    events = {}
+    for key, stats in summary.items():
+        h = new_histogram()
+        low = high = None
+        for bucket, n in stats.get("buckets", []):
+            top = bucket_top(bucket)
+            h.record_value(max(1, top), n)
+            low = bucket if low is None else min(low, bucket)
+            high = top if high is None else max(high, top)
+        count = stats.get("count", 0)
+        if not count:
+            continue
+        pct = h.get_percentile_to_value_dict([50, 95, 99])
+        events[text(key)] = EventTiming(
+            count=count,
+            mean_us=round(stats.get("sum", 0) / count, 1),
+            min_us=low or 0,
+            max_us=high or 0,
+            p50_us=int(pct[50]),
+            p95_us=int(pct[95]),
+            p99_us=int(pct[99]),
+            histogram=h.encode().decode("ascii"),
+        )
+    return ServerTiming(events, source="Lightning telemetry")
 
 
 def bucket_top(bucket: int) -> int:
@@ -356,101 +325,24 @@ def bucket_top(bucket: int) -> int:
     return bucket + 10 ** (len(str(bucket)) - 3) - 1
 
 
-def decode_histogram(encoded: str) -> HdrHistogram:
-    return HdrHistogram.decode(encoded)
-
-
 # -- memory -----------------------------------------------------------------------
 
 
-class MemoryProbe:
-    """erlang:memory() from a baseline before the load to a last sample after it."""
+def beam_probe(session: Session, interval: float) -> MemoryProbe:
+    """erlang:memory() of the node: total, plus binary and processes in the series."""
 
-    def __init__(self, session: Session, interval: float = 1.0) -> None:
-        self.session = session
-        self.interval = interval
-        self.summary = MemorySummary(source="Lightning BEAM")
-        self.series: list[dict[str, Any]] = []
-        self._t0 = 0.0
-        self._task: asyncio.Task | None = None
-        self._stopping = asyncio.Event()
-
-    async def baseline(self) -> None:
-        self._t0 = time.perf_counter()
-        await self._sample()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> MemorySummary:
-        if self._task is not None:
-            # Ask, do not cancel: a sample in flight finishes (bounded by its
-            # own RPC timeout) and the loop ends.
-            self._stopping.set()
-            await self._task
-        if self.summary.lost_at is None:
-            await self._sample()
-        return self.summary
-
-    async def _loop(self) -> None:
-        while self.summary.lost_at is None and not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await self._stopping.wait()
-            if not self._stopping.is_set():
-                await self._sample()
-
-    async def _sample(self) -> None:
-        t = round(time.perf_counter() - self._t0, 3)
+    async def sample() -> dict[str, int]:
         try:
-            mem = await self.session.memory()
+            mem = await session.memory()
         except DistError as exc:
-            if self.summary.lost_at is None:
-                self.summary.lost_at = t
-                self.summary.lost_reason = str(exc)
-            return
-        total = mem.get("total", 0)
-        s = self.summary
-        if s.start_bytes is None:
-            s.start_bytes = total
-        s.end_bytes = total
-        s.max_bytes = total if s.max_bytes is None else max(s.max_bytes, total)
-        s.samples.append((t, total))
-        self.series.append(
-            {
-                "t": t,
-                "total": total,
-                "binary": mem.get("binary", 0),
-                "processes": mem.get("processes", 0),
-            }
-        )
+            raise ProbeLost(str(exc)) from None
+        return {
+            "total": mem.get("total", 0),
+            "binary": mem.get("binary", 0),
+            "processes": mem.get("processes", 0),
+        }
 
-
-def verdict(memory: MemorySummary | None, concurrency: int, body_bytes: int) -> str | None:
-    """The seed's "what good looks like" for memory, when the bodies are large."""
-    if memory is None or memory.start_bytes is None or memory.max_bytes is None:
-        return None
-    if body_bytes < 256 * 1024:
-        return None
-    growth = memory.max_bytes - memory.start_bytes
-    delta = memory.delta_bytes or 0
-    in_flight = concurrency * body_bytes
-    mb = 1024 * 1024
-    if growth >= in_flight / 2:
-        return (
-            f"buffering suspected: peak growth {growth / mb:.1f} MB is"
-            f" {growth / in_flight:.1f}x the bodies in flight ({concurrency} VUs x"
-            f" {body_bytes / mb:.1f} MB = {in_flight / mb:.1f} MB)"
-        )
-    if delta < 50 * mb and growth < 50 * mb:
-        return (
-            f"streaming: delta {delta / mb:+.1f} MB, peak growth {growth / mb:.1f} MB,"
-            f" under 50 MB with {concurrency} VUs x {body_bytes / mb:.1f} MB bodies"
-        )
-    return (
-        f"inconclusive: peak growth {growth / mb:.1f} MB is over 50 MB but under half of"
-        f" the bodies in flight ({in_flight / mb:.1f} MB)"
-    )
+    return MemoryProbe("Lightning BEAM", sample, interval)
 
 
 async def open_target(config: RunConfig, out: TextIO) -> tuple[Session, Target, int]:

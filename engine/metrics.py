@@ -60,6 +60,10 @@ class Recorder:
         self.unknown_body_responses = 0
         self.interim_responses = 0
         self.out_of_range = 0
+        # Server-Timing durations (us) per metric, folded like the latencies.
+        self.timing_pending: dict[str, list[int]] = {}
+        self.timing: dict[str, HdrHistogram] = {}
+        self.timing_stats: dict[str, list[int]] = {}  # name -> [count, sum, min, max]
         # Exact extremes (the histogram's are bucket edges, 0.1% off).
         self.min_us: int | None = None
         self.max_us: int | None = None
@@ -95,7 +99,9 @@ class Recorder:
     # -- folding -------------------------------------------------------------
 
     def fold(self) -> None:
-        """Move pending latencies into the interval histogram."""
+        """Move pending latencies (and Server-Timing durations) into histograms."""
+        if self.timing_pending:
+            self._fold_timing()
         pending = self.latencies
         if not pending:
             return
@@ -114,6 +120,23 @@ class Recorder:
             elif value < LOWEST_US:
                 value = LOWEST_US
             record(value, count)
+
+    def _fold_timing(self) -> None:
+        pending, self.timing_pending = self.timing_pending, {}
+        for name, values in pending.items():
+            if not values:
+                continue
+            h = self.timing.get(name)
+            if h is None:
+                h = self.timing[name] = new_histogram()
+                self.timing_stats[name] = [0, 0, values[0], values[0]]
+            stats = self.timing_stats[name]
+            stats[0] += len(values)
+            stats[1] += sum(values)
+            stats[2] = min(stats[2], min(values))
+            stats[3] = max(stats[3], max(values))
+            for value, count in Counter(values).items():
+                h.record_value(min(max(value, LOWEST_US), HIGHEST_US), count)
 
     def has_news(self) -> bool:
         """Anything recorded since the last snapshot?"""

@@ -7,12 +7,13 @@ import time
 from dataclasses import asdict
 from typing import TextIO
 
-from engine import lightning
+from engine import lightning, servertiming
 from engine.client import Pool, build_specs
 from engine.config import RunConfig
 from engine.executors import ConstantVUs, RampingVUs
 from engine.metrics import Recorder
 from engine.payload import json_payload
+from engine.probes import pid_probe, verdict
 from engine.report.console import banner
 from engine.report.progress import Progress
 from engine.result import MemorySummary, RunResult
@@ -49,7 +50,9 @@ async def run(config: RunConfig, out: TextIO) -> RunResult:
     if target is None:
         session, target, preflight_requests = await lightning.open_target(config, out)
     else:
-        preflight_requests = await preflight(target, out) if config.preflight else 0
+        preflight_requests = 0
+        if config.preflight:
+            target, preflight_requests = await preflight(target, out)
     try:
         return await _drive(config, target, session, preflight_requests, out)
     finally:
@@ -85,11 +88,22 @@ async def _drive(config, target, session, preflight_requests, out) -> RunResult:
     probe = None
     if session is not None:
         await session.reset_collector()
-        probe = lightning.MemoryProbe(session, config.sample_interval)
+        probe = lightning.beam_probe(session, config.sample_interval)
+    elif config.target_pid is not None:
+        probe = pid_probe(config.target_pid, config.sample_interval)
+    if probe is not None:
         await probe.baseline()  # before any load: the baseline
 
     recorder = Recorder()
-    pool = Pool(loop, target.url, specs, recorder, config.parser, config.timeout)
+    pool = Pool(
+        loop,
+        target.url,
+        specs,
+        recorder,
+        config.parser,
+        config.timeout,
+        server_timing=target.server_timing and session is None,
+    )
     progress = Progress(config.duration, out, enabled=config.progress)
 
     def announce(line: str) -> None:
@@ -120,7 +134,6 @@ async def _drive(config, target, session, preflight_requests, out) -> RunResult:
         progress.clear()
         if probe is not None:
             memory = await probe.stop()  # the last sample: after the load
-            memory.series = probe.series
         if session is not None:
             timing = await session.collect_timing()
 
@@ -141,11 +154,10 @@ async def _drive(config, target, session, preflight_requests, out) -> RunResult:
         interrupted=interrupted,
     )
     if timing is not None:
-        result.server_timing = asdict(timing)
-        result.server_timing["plug_overhead_mean_us"] = timing.plug_overhead_mean_us
-    result.memory_verdict = lightning.verdict(
-        memory, config.concurrency, body_size_of_interest(config)
-    )
+        result.server_timing = timing.as_dict()
+    elif target.server_timing:
+        result.server_timing = servertiming.summarise(recorder)
+    result.memory_verdict = verdict(memory, config.concurrency, body_size_of_interest(config))
     return result
 
 

@@ -10,7 +10,7 @@ Targets:
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TextIO
 
 from engine.config import HttpUrl, RunConfig, parse_url
@@ -34,6 +34,7 @@ class Target:
     url: HttpUrl  # where requests go, query overrides included
     sink: HttpUrl | None  # the sink, when this run knows where it is
     telemetry: str = "disabled"
+    server_timing: bool = False  # the target's answers carry a Server-Timing header
 
 
 def resolve(config: RunConfig) -> Target | None:
@@ -51,10 +52,16 @@ def resolve(config: RunConfig) -> Target | None:
 
 
 class _OneResponse(HttptoolsFramer):
+    wants_server_timing = True
+
     def __init__(self) -> None:
         super().__init__()
         self.status: int | None = None
         self.error: str | None = None
+        self.server_timing: bytes | None = None
+
+    def server_timing_seen(self, value: bytes) -> None:
+        self.server_timing = value
 
     def response_complete(self, status, keep_alive, wire_bytes, body_bytes) -> None:
         self.status = status
@@ -63,10 +70,13 @@ class _OneResponse(HttptoolsFramer):
         self.error = message
 
 
-async def http_get(url: HttpUrl, timeout: float = PREFLIGHT_TIMEOUT) -> int:
-    """GET ``url`` once; the status code. Raises OSError, TimeoutError or RemoteProtocolError."""
+async def http_get(url: HttpUrl, timeout: float = PREFLIGHT_TIMEOUT) -> tuple[int, bytes | None]:
+    """GET ``url`` once: the status and any Server-Timing value.
 
-    async def exchange() -> int:
+    Raises OSError, TimeoutError or RemoteProtocolError.
+    """
+
+    async def exchange() -> tuple[int, bytes | None]:
         reader, writer = await asyncio.open_connection(url.host, url.port)
         try:
             writer.write(build_request_head("GET", url.authority, url.path, None, None))
@@ -81,7 +91,7 @@ async def http_get(url: HttpUrl, timeout: float = PREFLIGHT_TIMEOUT) -> int:
                 framer.feed(data)
                 if framer.error:
                     raise RemoteProtocolError(framer.error)
-            return framer.status
+            return framer.status, framer.server_timing
         finally:
             writer.close()
 
@@ -93,36 +103,44 @@ SINK_HINT = "Start the mock sink first:\n  chansink --port {port}"
 CHANNEL_HINT = "Is the proxy running, and is the channel URL right?"
 
 
-async def check(what: str, url: HttpUrl, hint: str, out: TextIO) -> None:
-    """GET ``url`` once (without its query); TargetError when nothing answers."""
+async def check(what: str, url: HttpUrl, hint: str, out: TextIO) -> bool:
+    """GET ``url`` once (without its query); TargetError when nothing answers.
+
+    True when the answer carried a Server-Timing header.
+    """
     probe = HttpUrl(url.scheme, url.host, url.port, url.path.split("?", 1)[0])
     out.write(f"Checking {what} at {probe}... ")
     out.flush()
     try:
-        status = await http_get(probe)
+        status, timing = await http_get(probe)
     except (OSError, TimeoutError, RemoteProtocolError) as exc:
         out.write("failed\n")
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError):
             reason = f"no answer within {PREFLIGHT_TIMEOUT:g}s"
         raise TargetError(f"could not reach the {what} at {probe}: {reason}", 1, hint) from None
+    note = ", Server-Timing" if timing else ""
     if status >= 500:
-        out.write(f"warning: status {status}\n")
+        out.write(f"warning: status {status}{note}\n")
     else:
-        out.write(f"ok (status {status})\n")
+        out.write(f"ok (status {status}{note})\n")
+    return timing is not None
 
 
-async def check_sink(sink: HttpUrl, out: TextIO) -> None:
-    await check("mock sink", sink.join("/"), SINK_HINT.format(port=sink.port), out)
+async def check_sink(sink: HttpUrl, out: TextIO) -> bool:
+    return await check("mock sink", sink.join("/"), SINK_HINT.format(port=sink.port), out)
 
 
-async def preflight(target: Target, out: TextIO) -> int:
-    """Check what a direct or URL run needs; the number of requests it made."""
+async def preflight(target: Target, out: TextIO) -> tuple[Target, int]:
+    """Check what a direct or URL run needs: the target (noting Server-Timing) and requests made."""
     made = 0
+    timing = False
     if target.sink is not None:
-        await check_sink(target.sink, out)
+        timing = await check_sink(target.sink, out) and target.kind == "direct"
         made += 1
     if target.kind == "url":
-        await check("channel URL", target.url, CHANNEL_HINT, out)
+        timing = await check("channel URL", target.url, CHANNEL_HINT, out)
         made += 1
-    return made
+    if timing:
+        target = replace(target, server_timing=True, telemetry="from the Server-Timing header")
+    return target, made

@@ -26,3 +26,43 @@ def sink_factory(tmp_path):
 def sink(sink_factory) -> SinkProcess:
     """A default chansink (fixed mode, 200, 256-byte bodies)."""
     return sink_factory()
+
+
+@pytest.fixture
+def proxy_factory(tmp_path):
+    """Start chanproxy child processes; every one is stopped at teardown."""
+    started: list[SinkProcess] = []
+
+    def factory(*args: str, **kw) -> SinkProcess:
+        proxy = start_sink(tmp_path, *args, program="chanproxy", **kw)
+        started.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in started:
+        if proxy.proc.poll() is None:
+            proxy.proc.kill()
+            proxy.proc.wait()
+
+
+@pytest.fixture
+def echo(tmp_path):
+    """The echo sink (tests/servers/echo.py): answers with what it received."""
+    import subprocess
+    import sys
+
+    from tests.support import ROOT, wait_until
+
+    log = tmp_path / "echo.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.servers.echo"],
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    import re
+
+    m = wait_until(lambda: re.search(r"listening on (http://\S+)", log.read_text()), 10, "echo")
+    yield m.group(1)
+    proc.kill()
+    proc.wait()

@@ -46,6 +46,7 @@ class SinkProcess:
     port: int = 0
     host: str = "127.0.0.1"
     summary: dict[str, int] = field(default_factory=dict)
+    program: str = "chansink"
 
     @property
     def pid(self) -> int:
@@ -70,8 +71,8 @@ class SinkProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("chansink did not exit after the signal") from None
-        m = re.search(r"chansink stopped: (.*)", self.output())
+            raise AssertionError(f"{self.program} did not exit after the signal") from None
+        m = re.search(rf"{self.program} stopped: (.*)", self.output())
         if m:
             self.summary = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
         return code
@@ -81,26 +82,29 @@ def chansink_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli.chansink", *args]
 
 
-def start_sink(tmp_path: Path, *args: str, port: int = 0, wait: bool = True) -> SinkProcess:
-    n = len(list(tmp_path.glob("chansink-*.log")))
-    log = tmp_path / f"chansink-{n}.log"
-    err = tmp_path / f"chansink-{n}.err"
+def start_sink(
+    tmp_path: Path, *args: str, port: int = 0, wait: bool = True, program: str = "chansink"
+) -> SinkProcess:
+    """Start chansink (or, with ``program``, chanproxy) as a child on a free port."""
+    n = len(list(tmp_path.glob(f"{program}-*.log")))
+    log = tmp_path / f"{program}-{n}.log"
+    err = tmp_path / f"{program}-{n}.err"
     proc = subprocess.Popen(
-        chansink_command("--port", str(port), *args),
+        [sys.executable, "-m", f"cli.{program}", "--port", str(port), *args],
         stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
         stderr=open(err, "wb"),  # noqa: SIM115
         cwd=ROOT,
     )
-    sink = SinkProcess(proc, log, err)
+    sink = SinkProcess(proc, log, err, program=program)
     if wait:
 
         def listening():
             if proc.poll() is not None:
-                raise AssertionError(f"chansink exited early: {err.read_text()}{log.read_text()}")
+                raise AssertionError(f"{program} exited early: {err.read_text()}{log.read_text()}")
             m = re.search(r"listening on http://([\d.]+):(\d+)", log.read_text())
             return m
 
-        m = wait_until(listening, 15, "chansink to listen")
+        m = wait_until(listening, 15, f"{program} to listen")
         sink.host, sink.port = m.group(1), int(m.group(2))
     return sink
 

@@ -100,6 +100,12 @@ TIMING_ROWS = (
     ("fetch_channel", "  DB lookup"),
     ("upstream", "  Upstream proxy"),
 )
+# The same rows when the proxy reported them in a Server-Timing header.
+HEADER_ROWS = (
+    ("request", "total"),
+    ("fetch_channel", "  lookup"),
+    ("upstream", "  upstream"),
+)
 
 
 def timing_section(result: RunResult) -> list[str]:
@@ -107,13 +113,18 @@ def timing_section(result: RunResult) -> list[str]:
     timing = result.server_timing
     if timing is None:
         return []
-    lines = [LIGHT, " Channel Proxy Timing (server-side):"]
+    from_header = timing.get("source") == "Server-Timing header"
+    title = " Channel Proxy Timing (server-side"
+    title += ", from the Server-Timing header):" if from_header else "):"
+    lines = [LIGHT, title]
     if timing.get("lost"):
         return [*lines, f"     unavailable: {timing['lost']}"]
     events = timing.get("events") or {}
     if not events:
         return [*lines, "     No telemetry data collected"]
-    for key, label in TIMING_ROWS:
+    rows = list(HEADER_ROWS if from_header else TIMING_ROWS)
+    rows += [(k, f"  {k}") for k in events if k not in dict(rows)]
+    for key, label in rows:
         e = events.get(key)
         if e is None:
             continue
@@ -123,10 +134,11 @@ def timing_section(result: RunResult) -> list[str]:
         )
     overhead = timing.get("plug_overhead_mean_us")
     if overhead is not None:
-        lines.append(
-            f"     {'  Plug overhead':<18} mean={format_us(max(overhead, 0))}"
-            " (Total request - DB lookup - Upstream proxy, by means)"
-        )
+        if from_header:
+            label, what = "  overhead", "total - lookup - upstream"
+        else:
+            label, what = "  Plug overhead", "Total request - DB lookup - Upstream proxy"
+        lines.append(f"     {label:<18} mean={format_us(max(overhead, 0))} ({what}, by means)")
     return lines
 
 

@@ -93,20 +93,21 @@ class Server:
                 self.proc.wait()
 
 
-def start_chansink(args: list[str], pin: list[str], log: Path) -> Server:
-    exe = Path(sys.executable).with_name("chansink")
-    cmd = [*pin, str(exe) if exe.exists() else "chansink", "--port", "0", *args]
+def start_chansink(args: list[str], pin: list[str], log: Path, program: str = "chansink") -> Server:
+    """chansink (or chanproxy) on a free port, as a child."""
+    exe = Path(sys.executable).with_name(program)
+    cmd = [*pin, str(exe) if exe.exists() else program, "--port", "0", *args]
     out = open(log, "w")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
     def listening():
         m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text())
         if proc.poll() is not None:
-            raise RuntimeError(f"chansink exited: {log.read_text()}")
+            raise RuntimeError(f"{program} exited: {log.read_text()}")
         return int(m.group(1)) if m else None
 
-    port = wait_for(listening, 10, "chansink to listen")
-    return Server("chansink", proc, port, proc.pid)
+    port = wait_for(listening, 10, f"{program} to listen")
+    return Server(program, proc, port, proc.pid)
 
 
 NGINX_CONF = """\
@@ -136,14 +137,23 @@ http {{
 
 def start_nginx(body: bytes, pin: list[str], big_size: int = MIB) -> Server:
     """nginx, one worker: `/` answers ``body``, `/big` is a static file, `/upload` discards."""
+
+    def prepare(workdir: Path, port: int) -> str:
+        (workdir / "www").mkdir(mode=0o755)
+        (workdir / "www" / "big").write_bytes(b"x" * big_size)
+        (workdir / "www" / "big").chmod(0o644)
+        return NGINX_CONF.format(dir=workdir, port=port, body=body.decode())
+
+    return start_nginx_with(prepare, pin)
+
+
+def start_nginx_with(prepare, pin: list[str]) -> Server:
+    """nginx with the config ``prepare(workdir, port)`` returns (one worker, in the foreground)."""
     workdir = Path(tempfile.mkdtemp(prefix="chanload-nginx-"))
-    workdir.chmod(0o755)  # nginx's worker drops root and must read www/
-    (workdir / "www").mkdir(mode=0o755)
-    (workdir / "www" / "big").write_bytes(b"x" * big_size)
-    (workdir / "www" / "big").chmod(0o644)
+    workdir.chmod(0o755)  # nginx's worker drops root and must read what is in here
     port = free_port()
     conf = workdir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=workdir, port=port, body=body.decode()))
+    conf.write_text(prepare(workdir, port))
     proc = subprocess.Popen(
         [*pin, "nginx", "-c", str(conf), "-p", str(workdir)],
         stdout=subprocess.DEVNULL,

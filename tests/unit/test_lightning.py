@@ -7,15 +7,11 @@ import pytest
 from engine.beam.terms import Atom
 from engine.lightning import (
     LightningError,
-    ServerTiming,
     bucket_top,
     changeset_errors,
     resolve_cookie,
-    verdict,
+    timing_from_collector,
 )
-from engine.result import MemorySummary
-
-MB = 1024 * 1024
 
 
 def test_changeset_errors_read_like_ectos():
@@ -42,7 +38,7 @@ def test_collector_buckets_become_upper_bounds_and_percentiles():
             Atom("buckets"): [(999, 50), (2000, 50)],
         }
     }
-    timing = ServerTiming.from_collector(summary)
+    timing = timing_from_collector(summary)
     e = timing.events["request"]
     assert e.count == 100 and e.mean_us == 1500.0
     assert e.p50_us == 999
@@ -55,7 +51,7 @@ def test_plug_overhead_is_the_difference_of_means():
     def event(mean):
         return {Atom("count"): 1, Atom("sum"): mean, Atom("buckets"): [(mean, 1)]}
 
-    timing = ServerTiming.from_collector(
+    timing = timing_from_collector(
         {
             Atom("request"): event(500),
             Atom("fetch_channel"): event(100),
@@ -63,30 +59,6 @@ def test_plug_overhead_is_the_difference_of_means():
         }
     )
     assert timing.plug_overhead_mean_us == 100.0
-
-
-def memory(start, peak, end):
-    return MemorySummary("test", start, end, peak)
-
-
-@pytest.mark.parametrize(
-    ("mem", "vus", "word"),
-    [
-        (memory(100 * MB, 110 * MB, 102 * MB), 20, "streaming"),
-        (memory(100 * MB, 120 * MB, 120 * MB), 20, "buffering suspected"),  # 40 MB in flight
-        (memory(100 * MB, 170 * MB, 160 * MB), 100, "inconclusive"),  # 200 MB in flight
-    ],
-)
-def test_memory_verdict(mem, vus, word):
-    assert verdict(mem, concurrency=vus, body_bytes=2 * MB).startswith(word)
-    assert verdict(mem, concurrency=vus, body_bytes=1024) is None  # small bodies: no verdict
-
-
-def test_buffering_needs_growth_near_the_bodies_in_flight():
-    # 20 VUs x 1 MiB: 20 MiB in flight; 12 MiB of growth is over half of it
-    text = verdict(memory(100 * MB, 112 * MB, 101 * MB), 20, MB)
-    assert text.startswith("buffering suspected")
-    assert "20 VUs x 1.0 MB" in text
 
 
 def test_cookie_file_is_read_and_loose_permissions_warned(tmp_path, monkeypatch, capsys):

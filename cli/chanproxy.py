@@ -1,0 +1,102 @@
+"""chanproxy: a small reference channel proxy (/channels/<id>/*path -> the channel's sink)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from cli.errors import fail, run_app
+from engine import __version__, eventloop
+from proxy.config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_UPSTREAM_TIMEOUT,
+    ConfigError,
+    ProxyConfig,
+)
+from proxy.registry import ChannelError, Registry
+from proxy.server import ServeError, serve
+
+HELP = """\
+A reference channel proxy, as Lightning's /channels/:id/*path route behaves.
+
+Forwards any method on /channels/<uuid>/<path>?<query> to the channel's sink
+URL + /<path>?<query>, streaming request and response bodies both ways under
+flow control (memory stays flat for any body size), over keep-alive
+connections pooled per sink. Sets x-forwarded-for/-host/-proto and
+x-request-id as Lightning does, and reports where its time goes in a
+Server-Timing header on every response (lookup, upstream, total; ms; measured
+up to the response head).
+
+Unknown or disabled channels get 404 {"error":"Not Found"}; an unreachable
+sink 502 {"error":"Bad Gateway"}; a sink slower than --upstream-timeout 504.
+
+Channels come from --channels FILE (a JSON list of {"name", "sink_url", "id"?,
+"enabled"?}) and/or the admin endpoint, which answers loopback clients only:
+
+  POST /_admin/channels {"name": "...", "sink_url": "http://..."}  -> 201 {"id": ...}
+  GET  /_admin/channels                                           -> the list
+
+--buffer reads whole request and response bodies into memory before
+forwarding them: a deliberately bad proxy, the control for memory verdicts.
+"""
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"chanproxy {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command(help=HELP)
+def chanproxy(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = DEFAULT_HOST,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")
+    ] = DEFAULT_PORT,
+    channels: Annotated[
+        str | None, typer.Option(help="JSON file of channels to serve from the start.")
+    ] = None,
+    buffer: Annotated[
+        bool, typer.Option(help="Buffer whole bodies in memory (a deliberately bad proxy).")
+    ] = False,
+    upstream_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the sink's response head before 504.")
+    ] = DEFAULT_UPSTREAM_TIMEOUT,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = None,
+) -> None:
+    try:
+        config = ProxyConfig(
+            host=host,
+            port=port,
+            channels_file=channels,
+            buffer=buffer,
+            upstream_timeout=upstream_timeout,
+        )
+        registry = Registry.from_file(channels) if channels else Registry()
+    except (ConfigError, ChannelError) as exc:
+        raise fail("chanproxy", str(exc), 2) from None
+    try:
+        code = eventloop.run(serve(config, registry))
+    except ServeError as exc:
+        raise fail("chanproxy", str(exc), 1) from None
+    raise typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_app(app, "chanproxy", argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""chanproxy: a small reference channel proxy (Lightning's /channels/:id/*path)."""

@@ -1,0 +1,48 @@
+"""chanproxy's configuration: one frozen object, validated once."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4000
+DEFAULT_UPSTREAM_TIMEOUT = 30.0
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    channels_file: str | None = None
+    buffer: bool = False
+    upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
+    connect_timeout: float = 5.0
+    max_idle_per_sink: int = 256
+    grace: float = 5.0
+    stats_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"--port must be 0-65535, got {self.port}")
+        if not self.upstream_timeout > 0:
+            problems.append(f"--upstream-timeout must be > 0, got {self.upstream_timeout}")
+        if not self.connect_timeout > 0:
+            problems.append(f"--connect-timeout must be > 0, got {self.connect_timeout}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

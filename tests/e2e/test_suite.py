@@ -1,0 +1,140 @@
+"""chanload suite --embedded, and the memory verdict against a streaming and a buffering proxy."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import signal
+import subprocess
+
+import pytest
+
+from engine.embedded import Embedded, alive
+from tests.support import ROOT, chanload_command, run_chanload, wait_until
+
+SEVEN = [
+    "direct_sink",
+    "happy_path",
+    "ramp_up",
+    "large_payload",
+    "large_response",
+    "mixed_methods",
+    "slow_sink",
+]
+
+
+def children_of(output: str) -> list[int]:
+    m = re.search(r"chansink at \S+ \(pid (\d+)\), chanproxy at \S+ \(pid (\d+)\)", output)
+    assert m, output[:500]
+    return [int(m.group(1)), int(m.group(2))]
+
+
+@pytest.mark.slow
+def test_embedded_suite_writes_log_csv_json_and_the_overhead_table(tmp_path):
+    out = subprocess.run(
+        chanload_command(
+            "suite",
+            "--embedded",
+            "--duration",
+            "2",
+            "--concurrency",
+            "4",
+            "--out-dir",
+            str(tmp_path),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout[-3000:]
+    logs = list(tmp_path.glob("*.log"))
+    csvs = list(tmp_path.glob("*.csv"))
+    jsons = list(tmp_path.glob("*.json"))
+    assert len(logs) == len(csvs) == len(jsons) == 1
+    assert re.fullmatch(r"\d{4}\.\d\d\.\d\d-\d\d\.\d\d\.log", logs[0].name)
+    rows = list(csv.DictReader(csvs[0].open()))
+    assert [r["scenario"] for r in rows] == SEVEN
+    assert all(int(r["error_count"]) == 0 for r in rows)
+    doc = json.loads(jsons[0].read_text())
+    assert [r["scenario"] for r in doc["results"]] == SEVEN
+    assert doc["failed"] is None
+    overhead = doc["overhead"]
+    assert overhead["p50_us"] == (doc["results"][1]["p50_us"] - doc["results"][0]["p50_us"])
+    assert 0 < overhead["rps_ratio"] < 1  # a proxy hop costs something
+    log = logs[0].read_text()
+    for text in (out.stdout, log):
+        assert "Proxy overhead (happy_path - direct_sink):" in text
+        assert " Suite results (2s per scenario, 4 VUs)" in text
+        for scenario in SEVEN:
+            assert f"### {scenario}" in text
+    # the proxied scenarios carry the proxy's memory and its Server-Timing
+    large = doc["results"][3]
+    assert large["memory"]["source"].startswith("pid ")
+    assert large["server_timing"]["source"] == "Server-Timing header"
+    assert large["memory_verdict"].startswith("streaming")
+    for pid in children_of(out.stdout):
+        assert not alive(pid)
+
+
+@pytest.mark.slow
+def test_sigint_stops_the_suite_and_its_children(tmp_path):
+    log = tmp_path / "suite.out"
+    proc = subprocess.Popen(
+        chanload_command(
+            "suite",
+            "--embedded",
+            "--duration",
+            "3",
+            "--concurrency",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+        ),
+        stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        wait_until(lambda: "### happy_path" in log.read_text(), 60, "the suite to get going")
+        pids = children_of(log.read_text())
+        assert all(alive(p) for p in pids)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 130
+    wait_until(lambda: not any(alive(p) for p in pids), 10, "the children to go")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("buffer", "word"), [(False, "streaming"), (True, "buffering suspected")])
+def test_memory_verdict_tells_a_streaming_proxy_from_a_buffering_one(tmp_path, buffer, word):
+    # A slow sink keeps each 1 MiB body in flight for 300 ms: a buffering proxy
+    # holds all of them at once, a streaming one none.
+    with Embedded(proxy_buffer=buffer) as emb:
+        run = run_chanload(
+            tmp_path,
+            "--scenario",
+            "large_payload",
+            "--channel-url",
+            emb.channel_url,
+            "--delay",
+            "300",
+            "--duration",
+            "3",
+            "--concurrency",
+            "10",
+            "--target-pid",
+            str(emb.proxy_pid),
+            "--sample-interval",
+            "0.2",
+            "--quiet",
+        )
+        pids = emb.pids()
+    assert run.code == 0, run.stderr
+    assert run.result["memory_verdict"].startswith(word), run.result["memory_verdict"]
+    assert f" Verdict:     {word}" in run.stdout
+    assert not any(alive(p) for p in pids)  # stopped by the context manager
