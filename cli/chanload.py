@@ -73,7 +73,7 @@ def version() -> None:
     print(f"chanload {__version__}")
 
 
-@app.command(help=RUN_HELP)
+@app.command(help=RUN_HELP, short_help="Run one scenario and report it (load_test.exs).")
 def run(
     scenario: Annotated[str, typer.Option(help="Scenario to run (see above).")] = DEFAULT_SCENARIO,
     concurrency: Annotated[
@@ -222,7 +222,9 @@ scenario's name if present), or Lightning (--node, --cookie).
 """
 
 
-@app.command(help=SUITE_HELP)
+@app.command(
+    help=SUITE_HELP, short_help="Run all seven scenarios, compare them, show the proxy overhead."
+)
 def suite(
     duration: Annotated[float, typer.Option(help="Seconds per scenario.")] = 30.0,
     concurrency: Annotated[int, typer.Option(help="Virtual users.")] = 20,

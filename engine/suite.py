@@ -198,10 +198,13 @@ def comparison(results: list[RunResult], base: RunConfig) -> str:
         timing = data["server_timing"]
         if timing and timing.get("events"):
             rows = HEADER_ROWS if timing.get("source") == "Server-Timing header" else TIMING_ROWS
+            events = timing["events"]
+            order = [key for key, _ in rows if key in events]
+            order += [key for key in events if key not in order]
             labels = {key: label.strip() for key, label in rows}
             parts = [
-                f"{labels.get(name, name)} p50={format_us(e['p50_us'])}"
-                for name, e in timing["events"].items()
+                f"{labels.get(name, name)} p50={format_us(events[name]['p50_us'])}"
+                for name in order
             ]
             overhead_us = timing.get("plug_overhead_mean_us")
             if overhead_us is not None:

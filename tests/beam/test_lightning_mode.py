@@ -261,3 +261,42 @@ def test_a_node_without_lightning_gives_badrpc_with_the_remote_reason(erl_factor
     assert "undef" in out.stderr
     assert "is this a Lightning node?" in out.stderr
     assert elapsed < 2 + 1.5
+
+
+def test_suite_against_lightning(standin, sink, tmp_path):
+    out = subprocess.run(
+        chanload_command(
+            "suite",
+            "--node",
+            standin.name,
+            "--cookie",
+            standin.cookie,
+            "--target",
+            standin.url,
+            "--sink",
+            sink.url,
+            "--duration",
+            "1",
+            "--concurrency",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout[-3000:]
+    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    results = doc["results"]
+    assert len(results) == 7
+    assert results[0]["target_kind"] == "direct"
+    for r in results[1:]:
+        assert r["target_kind"] == "lightning"
+        assert r["memory"]["source"] == "Lightning BEAM"
+        assert r["server_timing"]["events"]["request"]["count"] == r["total_requests"]
+    assert doc["overhead"]["server_timing"]["source"] == "Lightning telemetry"
+    assert "server-side (happy_path): Total request p50=" in out.stdout
+    assert standin.cookie not in out.stdout + next(tmp_path.glob("*.log")).read_text()
+    assert out.stdout.count("Looking up channel 'load-test'... not found, creating") == 1

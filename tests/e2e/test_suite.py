@@ -138,3 +138,67 @@ def test_memory_verdict_tells_a_streaming_proxy_from_a_buffering_one(tmp_path, b
     assert run.result["memory_verdict"].startswith(word), run.result["memory_verdict"]
     assert f" Verdict:     {word}" in run.stdout
     assert not any(alive(p) for p in pids)  # stopped by the context manager
+
+
+@pytest.mark.slow
+def test_suite_through_any_proxy_url_with_the_scenario_in_it(sink, tmp_path):
+    # chansink answers any path, so it can stand for "a proxy" here.
+    out = subprocess.run(
+        chanload_command(
+            "suite",
+            "--channel-url",
+            sink.url + "/via/{scenario}",
+            "--sink",
+            sink.url,
+            "--duration",
+            "0.5",
+            "--concurrency",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout[-2000:]
+    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    urls = {r["scenario"]: r["url"] for r in doc["results"]}
+    assert urls["direct_sink"] == sink.url + "/test"
+    assert urls["happy_path"] == sink.url + "/via/happy_path"
+    assert urls["large_payload"] == sink.url + "/via/large_payload"
+    assert urls["slow_sink"] == sink.url + "/via/slow_sink?delay=2000"
+
+
+def test_a_failing_scenario_stops_the_suite_and_says_which(sink, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+        out = subprocess.run(
+            chanload_command(
+                "suite",
+                "--channel-url",
+                f"http://127.0.0.1:{dead}/x",
+                "--sink",
+                sink.url,
+                "--duration",
+                "0.5",
+                "--concurrency",
+                "1",
+                "--out-dir",
+                str(tmp_path),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+    assert out.returncode == 1
+    assert "chanload suite: happy_path failed: could not reach the channel URL" in out.stdout
+    assert "Stopped at happy_path" in out.stdout
+    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert doc["failed"] == "happy_path"
+    assert [r["scenario"] for r in doc["results"]] == ["direct_sink"]
