@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, run_app
-from engine import __version__, eventloop
+from engine import __version__, eventloop, thresholds
 from engine.config import (
     DEFAULT_CHANNEL,
     DEFAULT_CONCURRENCY,
@@ -26,6 +26,7 @@ from engine.config import (
 from engine.probes import check_pid
 from engine.report.console import summary
 from engine.report.files import append_csv, write_json
+from engine.report.hdrlog import write_hdr_log
 from engine.scenarios import SCENARIOS
 from engine.target import TargetError
 
@@ -50,10 +51,15 @@ Scenarios:
 
 {SCENARIO_HELP}
 
-Closed model: each VU owns one keep-alive connection and sends request after
-request until --duration is over; requests in flight at the end may finish
-(up to --timeout) and are counted. Errors are transport failures (connect,
-timeout, closed, reset, protocol) plus 5xx answers, each request counted once.
+Closed model (the default): each VU owns one keep-alive connection and sends
+request after request until --duration is over; requests in flight at the end
+may finish (up to --timeout) and are counted. Open model (--rate R): requests
+leave at fixed times (start + k/R) on up to --concurrency connections; a
+request due when no connection is free is counted as dropped, never queued;
+latency is reported corrected (from the intended send time) and uncorrected,
+and the run is marked invalid if the generator itself fell behind. Errors are
+transport failures (connect, timeout, closed, reset, protocol) plus 5xx
+answers, each request counted once.
 
 Targets: direct_sink goes to <--sink>/test. Every other scenario goes through
 a proxy: with --channel-url, any proxy at that URL; without it, Lightning:
@@ -63,7 +69,7 @@ creates the channel (--channel) pointing at --sink, samples the node's memory
 server-side timing with a telemetry collector it removes afterwards.
 
 Exit codes: 0 done, 1 the target (or the node) could not be used, 2 invalid
-options.
+options, 3 a --threshold failed.
 """
 
 
@@ -77,8 +83,19 @@ def version() -> None:
 def run(
     scenario: Annotated[str, typer.Option(help="Scenario to run (see above).")] = DEFAULT_SCENARIO,
     concurrency: Annotated[
-        int, typer.Option(help="Concurrent virtual users (ramp_up: the last step's VUs).")
+        int,
+        typer.Option(
+            help="Concurrent virtual users (ramp_up: the last step's VUs); with --rate, the"
+            " most connections the open model may use."
+        ),
     ] = DEFAULT_CONCURRENCY,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Open model: send this many requests a second on a fixed schedule (ramp_up:"
+            " up to it in 10 steps); latency is corrected from each request's intended time."
+        ),
+    ] = None,
     duration: Annotated[float, typer.Option(help="Seconds of load.")] = DEFAULT_DURATION,
     target: Annotated[str, typer.Option(help="Lightning base URL.")] = DEFAULT_TARGET,
     sink: Annotated[
@@ -139,6 +156,17 @@ def run(
     sample_interval: Annotated[
         float, typer.Option(help="Seconds between memory samples (Lightning node or --target-pid).")
     ] = 1.0,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Pass/fail condition, repeatable: 'p99<50ms', 'error_rate<0.1%',"
+            " 'memory_delta<50MB', 'rps>1000'... Any failing one: exit 3."
+        ),
+    ] = None,
+    hdr_log: Annotated[
+        Path | None,
+        typer.Option(help="Write the per-second latency histograms as an HdrHistogram log."),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
     preflight: Annotated[
         bool,
@@ -153,6 +181,7 @@ def run(
             scenario=scenario,
             concurrency=concurrency,
             duration=duration,
+            rate=rate,
             target=target,
             sink=sink,
             node=node,
@@ -177,11 +206,12 @@ def run(
         for problem in exc.problems[:-1]:
             print(f"{PROG}: error: {problem}", file=sys.stderr)
         raise fail(PROG, exc.problems[-1], 2) from None
-    for option, path in (("--csv", csv), ("--json", json)):
+    for option, path in (("--csv", csv), ("--json", json), ("--hdr-log", hdr_log)):
         if path is not None and (problem := unwritable(path)):
             raise fail(PROG, f"{option} {path}: {problem}", 2)
     if target_pid is not None and (problem := check_pid(target_pid)):
         raise fail(PROG, problem, 2)
+    limits = parse_thresholds(threshold)
 
     from engine import runner  # the engine loads only when there is work to do
 
@@ -192,7 +222,12 @@ def run(
             print(exc.hint, file=sys.stderr)
         raise fail(PROG, str(exc), exc.code) from None
 
+    outcomes = thresholds.evaluate(limits, result.to_dict())
+    if outcomes:
+        result.thresholds = [o.as_dict() for o in outcomes]
     print(summary(result))
+    if outcomes:
+        print(thresholds.report(outcomes))
     if config.csv:
         print(f"Writing CSV to {config.csv}... ", end="")
         append_csv(config.csv, result)
@@ -201,6 +236,18 @@ def run(
         print(f"Writing JSON to {config.json}... ", end="")
         write_json(config.json, result)
         print("ok")
+    if hdr_log is not None:
+        n = write_hdr_log(hdr_log, result.to_dict())
+        print(f"Wrote {n} interval histograms to {hdr_log}")
+    if any(o.passed is False for o in outcomes):
+        raise typer.Exit(3)
+
+
+def parse_thresholds(texts: list[str] | None) -> list[thresholds.Threshold]:
+    try:
+        return [thresholds.parse(t) for t in texts or []]
+    except thresholds.ThresholdError as exc:
+        raise fail(PROG, str(exc), 2) from None
 
 
 SUITE_HELP = """\
@@ -252,6 +299,10 @@ def suite(
     ),
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = DEFAULT_TIMEOUT,
     parser: Annotated[str, typer.Option(help="httptools or h11.")] = "httptools",
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(help="Pass/fail condition on every scenario (see run --help); exit 3."),
+    ] = None,
 ) -> None:
     from engine import suite as suite_mod
     from engine.embedded import Embedded, EmbeddedError
@@ -287,6 +338,7 @@ def suite(
             raise fail(PROG, exc.problems[-1], 2) from None
 
     base_config()  # every usage error before anything starts
+    limits = parse_thresholds(threshold)
     if embedded:
         try:
             with Embedded(proxy_buffer=proxy_buffer, channel=channel) as emb:
@@ -297,13 +349,80 @@ def suite(
                     channel_url=emb.channel_url,
                     target_pid=emb.proxy_pid,
                 )
-                outcome = eventloop.run(suite_mod.run_suite(base, out_dir, sys.stdout, command))
+                outcome = eventloop.run(
+                    suite_mod.run_suite(base, out_dir, sys.stdout, command, limits)
+                )
         except EmbeddedError as exc:
             raise fail(PROG, str(exc), 1) from None
     else:
-        outcome = eventloop.run(suite_mod.run_suite(base_config(), out_dir, sys.stdout, command))
+        outcome = eventloop.run(
+            suite_mod.run_suite(base_config(), out_dir, sys.stdout, command, limits)
+        )
     if outcome.failed:
         raise typer.Exit(1)
+    if outcome.thresholds_failed:
+        raise typer.Exit(3)
+
+
+@app.command(short_help="Merge runs made at the same time on several machines.")
+def merge(
+    files: Annotated[list[Path], typer.Argument(help="Run results (chanload run --json).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where the merged result goes.")],
+) -> None:
+    """Merge results of runs made at the same time (on several machines) into one.
+
+    Exact: histograms are added (percentiles of the union of all samples),
+    counters summed, min and max taken; the per-second series is aligned by
+    wall-clock second. Start every run at the same time (e.g. with the same
+    --duration from one scheduler) for the series to line up.
+    """
+    import orjson
+
+    from engine.merge import MergeError
+    from engine.merge import merge as merge_runs
+
+    if (problem := unwritable(output)) is not None:
+        raise fail(PROG, f"--output {output}: {problem}", 2)
+    docs = [load_json(f) for f in files]
+    try:
+        merged = merge_runs(docs)
+    except (MergeError, KeyError) as exc:
+        raise fail(PROG, f"cannot merge: {exc}", 2) from None
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_bytes(orjson.dumps(merged, option=orjson.OPT_INDENT_2))
+    tmp.replace(output)
+    print(
+        f"Merged {len(docs)} runs: {merged['total_requests']} requests, {merged['rps']} req/s,"
+        f" p50 {merged['p50_us']} us, p99 {merged['p99_us']} us, {merged['error_count']}"
+        f" errors -> {output}"
+    )
+
+
+@app.command(short_help="Compare two results side by side.")
+def compare(
+    base: Annotated[Path, typer.Argument(help="The baseline result (run, merge or suite JSON).")],
+    new: Annotated[Path, typer.Argument(help="The result to compare with it.")],
+) -> None:
+    """Throughput, percentiles, errors, memory and server timing of two results,
+    with the difference and the ratio: what a proxy change did."""
+    from engine.compare import CompareError
+    from engine.compare import compare as compare_docs
+
+    try:
+        print(compare_docs(load_json(base), load_json(new), (base.name, new.name)), end="")
+    except CompareError as exc:
+        raise fail(PROG, str(exc), 2) from None
+
+
+def load_json(path: Path) -> dict:
+    import orjson
+
+    try:
+        return orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise fail(PROG, f"cannot read {path}: {exc.strerror}", 2) from None
+    except orjson.JSONDecodeError as exc:
+        raise fail(PROG, f"{path} is not JSON: {exc}", 2) from None
 
 
 def replace_config(config: RunConfig, **changes) -> RunConfig:

@@ -13,6 +13,8 @@ decides how many VUs run or for how long (executors do, through ``Pool``).
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import socket
 import time
 from collections.abc import Sequence
@@ -265,6 +267,48 @@ class ClientConnection:
             self.pool.in_flight -= 1
 
 
+class OpenModel:
+    """The open model's completion: the connection goes back to the pool's free list.
+
+    Latency is recorded twice: from the *intended* send time (corrected for
+    coordinated omission, as wrk2 does) and from the actual send.
+    """
+
+    intended = 0  # perf_counter_ns the scheduler meant this request to go out
+
+    def response_complete(
+        self, status: int, keep_alive: bool, wire_bytes: int, body_bytes: int
+    ) -> None:
+        now = perf_ns()
+        if not self.in_flight:
+            self.protocol_error(f"an unsolicited {status} response")
+            return
+        rec = self.rec
+        rec.latencies.append((now - self.intended) // 1000)
+        rec.latencies_uncorrected.append((now - self.sent_at) // 1000)
+        statuses = rec.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+        rec.bytes_in += wire_bytes
+        if body_bytes >= 0:
+            rec.body_bytes_in += body_bytes
+        else:
+            rec.unknown_body_responses += 1
+        spec = self.spec
+        if spec.whole is None and self.body_pos < spec.body_len:
+            keep_alive = False
+        self.in_flight = False
+        pool = self.pool
+        pool.in_flight -= 1
+        if not keep_alive:
+            self.reusable = False
+            self.transport.close()
+            return
+        if self.vu.running and now < pool.deadline_ns:
+            pool.release(self)
+        else:
+            pool.vu_idle(self.vu)
+
+
 class HttptoolsConnection(ClientConnection, HttptoolsFramer, asyncio.BufferedProtocol):
     uses_h11 = False
 
@@ -279,7 +323,16 @@ class H11Connection(ClientConnection, H11Framer, asyncio.Protocol):
     data_received = H11Framer.feed
 
 
+class OpenHttptoolsConnection(OpenModel, HttptoolsConnection):
+    pass
+
+
+class OpenH11Connection(OpenModel, H11Connection):
+    pass
+
+
 CONNECTIONS = {"httptools": HttptoolsConnection, "h11": H11Connection}
+OPEN_CONNECTIONS = {"httptools": OpenHttptoolsConnection, "h11": OpenH11Connection}
 
 
 class Pool:
@@ -294,13 +347,19 @@ class Pool:
         parser: str = "httptools",
         timeout: float = 30.0,
         server_timing: bool = False,
+        open_model: bool = False,
     ) -> None:
         self.loop = loop
         self.server_timing = server_timing
+        # Open model: idle connections wait here for the scheduler (try_send),
+        # and requests that found none wait here (counted late) for a connection.
+        self.open_model = open_model
+        self.free: collections.deque[ClientConnection] = collections.deque()
+        self.backlog: collections.deque[int] = collections.deque()
         self.url = url
         self.specs = specs
         self.recorder = recorder
-        self.connection_class = CONNECTIONS[parser]
+        self.connection_class = (OPEN_CONNECTIONS if open_model else CONNECTIONS)[parser]
         self.timeout = timeout
         self.timeout_ns = int(timeout * 1e9)
         self.deadline_ns = 0
@@ -335,15 +394,71 @@ class Pool:
         """The VU finishes the request in flight, then stops."""
         vu.running = False
 
+    def try_send(self, intended_ns: int) -> bool:
+        """Open model: send the request due at ``intended_ns`` now if a connection is free.
+
+        When none is, the request waits for the next free one and is counted
+        as late (its corrected latency includes the wait); one that has waited
+        longer than the timeout is dropped and counted. Returns False when late.
+        """
+        free = self.free
+        while free:
+            conn = free.popleft()
+            if conn.closed or conn.in_flight:
+                continue
+            self._send_open(conn, intended_ns)
+            return True
+        self.recorder.late += 1
+        self.backlog.append(intended_ns)
+        return False
+
+    def _send_open(self, conn: ClientConnection, intended_ns: int) -> None:
+        conn.intended = intended_ns
+        conn.send()
+        self.recorder.send_lags.append((conn.sent_at - intended_ns) // 1000)
+
+    def release(self, conn: ClientConnection) -> None:
+        """Open model: a connection is free; the oldest late request goes first."""
+        backlog = self.backlog
+        if backlog:
+            oldest_allowed = perf_ns() - self.timeout_ns
+            while backlog:
+                intended = backlog.popleft()
+                if intended >= oldest_allowed:
+                    self._send_open(conn, intended)
+                    return
+                self.recorder.dropped += 1  # waited longer than the timeout
+        self.free.append(conn)
+
+    async def ready(self, timeout: float) -> int:
+        """Open model: wait until every VU has a connection (or gave up); how many do."""
+        deadline = self.loop.time() + timeout
+        while self.loop.time() < deadline:
+            if all(vu.conn is not None or not vu.connecting for vu in self.vus):
+                break
+            await asyncio.sleep(0.005)
+        return sum(1 for vu in self.vus if vu.conn is not None)
+
     async def wait_idle(self) -> None:
         """Until no request is in flight and no VU will start another."""
         while True:
             self._idle.clear()
             if self._quiet():
                 return
-            await self._idle.wait()
+            # The deadline itself can be what makes the pool quiet (an open
+            # model's idle connections): wake up for it too.
+            remaining = (self.deadline_ns - perf_ns()) / 1e9
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining + 0.001):
+                        await self._idle.wait()
+            else:
+                await self._idle.wait()
 
     async def close(self) -> None:
+        # Late requests still waiting when the run ends never went out: dropped.
+        self.recorder.dropped += len(self.backlog)
+        self.backlog.clear()
         for task in list(self._connects):
             task.cancel()
         if self._sweeper is not None:
@@ -357,7 +472,7 @@ class Pool:
     # -- connections ---------------------------------------------------------
 
     def _quiet(self) -> bool:
-        if self.in_flight or self._connects:
+        if self.in_flight or self._connects or self.backlog:
             return False
         now = perf_ns()
         return all(not vu.running or now >= self.deadline_ns for vu in self.vus)
@@ -370,7 +485,10 @@ class Pool:
         conn = vu.conn
         if conn is not None and not conn.closed:
             if not conn.in_flight and perf_ns() < self.deadline_ns:
-                conn.send()
+                if self.open_model:
+                    self.release(conn)
+                else:
+                    conn.send()
             return
         if not vu.connecting:
             vu.connecting = True
@@ -406,7 +524,10 @@ class Pool:
                 vu.connecting = False
                 vu.failures = 0
                 if vu.running and perf_ns() < self.deadline_ns:
-                    conn.send()
+                    if self.open_model:
+                        self.release(conn)
+                    else:
+                        conn.send()
                 return
         finally:
             vu.connecting = False

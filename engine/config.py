@@ -124,6 +124,7 @@ class RunConfig:
     preflight: bool = True
     sample_interval: float = 1.0  # seconds between memory samples
     target_pid: int | None = None  # sample this process tree's RSS
+    rate: float | None = None  # open model: requests a second (--concurrency caps connections)
     argv: tuple[str, ...] = field(default=(), repr=False)  # may hold secrets
 
     def __post_init__(self) -> None:
@@ -164,6 +165,8 @@ class RunConfig:
                     out.append(str(exc))
         if not self.sample_interval > 0:
             out.append(f"--sample-interval must be > 0 seconds, got {self.sample_interval:g}")
+        if self.rate is not None and not self.rate > 0:
+            out.append(f"--rate must be > 0 requests a second, got {self.rate:g}")
         if self.target_pid is not None and self.target_pid < 1:
             out.append(f"--target-pid must be a process id, got {self.target_pid}")
         if not self.channel:

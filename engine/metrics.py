@@ -41,6 +41,8 @@ class Snapshot:
     bytes_out: int
     vus: int
     statuses: dict[int, int] = field(default_factory=dict)
+    elapsed: float = 1.0  # seconds this interval covers (the last one is shorter)
+    histogram: str = ""  # the interval's latencies, HdrHistogram-encoded (empty if none)
 
 
 class Recorder:
@@ -48,7 +50,10 @@ class Recorder:
 
     def __init__(self) -> None:
         # Hot path, touched once per request.
-        self.latencies: list[int] = []
+        self.latencies: list[int] = []  # open model: from the intended send time
+        self.latencies_uncorrected: list[int] = []  # open model only: from the actual send
+        self.send_lags: list[int] = []  # open model only: actual - intended send, us
+        self.dispatch_lags: list[int] = []  # open model: when the scheduler got to it, us
         self.statuses: dict[int, int] = {}
         self.bytes_in = 0
         self.bytes_out = 0
@@ -60,6 +65,13 @@ class Recorder:
         self.unknown_body_responses = 0
         self.interim_responses = 0
         self.out_of_range = 0
+        # Open model.
+        self.scheduled = 0  # sends due by the schedule
+        self.late = 0  # due when no connection was free: waited for one (counted)
+        self.dropped = 0  # late ones that waited longer than the timeout: never sent
+        self.histogram_uncorrected = new_histogram()
+        self.send_lag = new_histogram()
+        self.dispatch_lag = new_histogram()
         # Server-Timing durations (us) per metric, folded like the latencies.
         self.timing_pending: dict[str, list[int]] = {}
         self.timing: dict[str, HdrHistogram] = {}
@@ -102,6 +114,16 @@ class Recorder:
         """Move pending latencies (and Server-Timing durations) into histograms."""
         if self.timing_pending:
             self._fold_timing()
+        for name, target in (
+            ("latencies_uncorrected", self.histogram_uncorrected),
+            ("send_lags", self.send_lag),
+            ("dispatch_lags", self.dispatch_lag),
+        ):
+            pending = getattr(self, name)
+            if pending:
+                setattr(self, name, [])
+                for value, count in Counter(pending).items():
+                    target.record_value(min(max(value, LOWEST_US), HIGHEST_US), count)
         pending = self.latencies
         if not pending:
             return
@@ -190,6 +212,8 @@ class Recorder:
             bytes_in=now.bytes_in - last.bytes_in,
             bytes_out=now.bytes_out - last.bytes_out,
             vus=vus,
+            elapsed=round(elapsed, 6),
+            histogram=interval.encode().decode("ascii") if count else "",
             statuses={
                 s: n - last.statuses.get(s, 0)
                 for s, n in now.statuses.items()

@@ -60,7 +60,23 @@ EXTRA_COLUMNS = (
     ),
     "server_plug_overhead_mean_us",
     "memory_verdict",
+    "target_rate",
+    "achieved_rate",
+    "scheduled",
+    "late",
+    "dropped",
+    "send_lag_p99_us",
+    "dispatch_lag_p99_us",
+    "kept_up",
+    "p50_uncorrected_us",
+    "p95_uncorrected_us",
+    "p99_uncorrected_us",
+    "p999_uncorrected_us",
+    "max_uncorrected_us",
 )
+# Open model: the generator kept up when it got to 99% of the due requests
+# within this of their time (connection waits do not count: that is the target).
+KEPT_UP_LAG_US = 10_000
 CSV_COLUMNS = SEED_COLUMNS + EXTRA_COLUMNS
 
 
@@ -120,6 +136,7 @@ class RunResult:
     parser: str
     started_at: str
     ended_at: str
+    started_epoch: float  # the load's start, seconds since the epoch (to align merged runs)
     command: str
     config: dict[str, Any]
     environment: dict[str, str]
@@ -128,6 +145,23 @@ class RunResult:
     memory_verdict: str | None = None
     server_timing: dict[str, Any] | None = None
     interrupted: bool = False
+    thresholds: list[dict[str, Any]] | None = None
+    # Open model (--rate): the seed's latency columns hold the corrected values.
+    target_rate: float | None = None
+    achieved_rate: float | None = None
+    scheduled: int | None = None
+    late: int | None = None
+    dropped: int | None = None
+    dispatch_lag_p99_us: int | None = None
+    send_lag_p50_us: int | None = None
+    send_lag_p99_us: int | None = None
+    send_lag_max_us: int | None = None
+    kept_up: bool | None = None
+    p50_uncorrected_us: int | None = None
+    p95_uncorrected_us: int | None = None
+    p99_uncorrected_us: int | None = None
+    p999_uncorrected_us: int | None = None
+    max_uncorrected_us: int | None = None
 
     @classmethod
     def build(
@@ -147,6 +181,7 @@ class RunResult:
         preflight_requests: int = 0,
         memory: MemorySummary | None = None,
         interrupted: bool = False,
+        target_rate: float | None = None,
     ) -> RunResult:
         recorder.close()
         h = recorder.histogram
@@ -162,7 +197,7 @@ class RunResult:
         server = recorder.server_errors
         total = responses + transport
         errors = transport + server
-        return cls(
+        result = cls(
             scenario=scenario,
             concurrency=concurrency,
             duration_s=round(elapsed, 1),
@@ -197,6 +232,7 @@ class RunResult:
             parser=parser,
             started_at=_iso(started),
             ended_at=_iso(ended),
+            started_epoch=round(started, 6),
             command=command,
             config=config,
             environment=environment(),
@@ -204,6 +240,34 @@ class RunResult:
             memory=memory,
             interrupted=interrupted,
         )
+        if target_rate is not None:
+            result._open_model(recorder, target_rate, elapsed)
+        return result
+
+    def _open_model(self, recorder: Recorder, target_rate: float, elapsed: float) -> None:
+        self.target_rate = target_rate
+        self.achieved_rate = round(self.total_requests / elapsed, 1) if elapsed > 0 else 0.0
+        self.scheduled = recorder.scheduled
+        self.late = recorder.late
+        self.dropped = recorder.dropped
+        dispatch = recorder.dispatch_lag
+        self.dispatch_lag_p99_us = (
+            int(dispatch.get_value_at_percentile(99)) if dispatch.get_total_count() else 0
+        )
+        lag = recorder.send_lag
+        if lag.get_total_count():
+            pct = lag.get_percentile_to_value_dict([50, 99])
+            self.send_lag_p50_us, self.send_lag_p99_us = int(pct[50]), int(pct[99])
+            self.send_lag_max_us = int(lag.get_max_value())
+        else:
+            self.send_lag_p50_us = self.send_lag_p99_us = self.send_lag_max_us = 0
+        self.kept_up = self.dispatch_lag_p99_us <= KEPT_UP_LAG_US
+        h = recorder.histogram_uncorrected
+        if h.get_total_count():
+            pct = h.get_percentile_to_value_dict([50, 95, 99, 99.9])
+            self.p50_uncorrected_us, self.p95_uncorrected_us = int(pct[50]), int(pct[95])
+            self.p99_uncorrected_us, self.p999_uncorrected_us = int(pct[99]), int(pct[99.9])
+            self.max_uncorrected_us = int(h.get_max_value())
 
     def status_class(self, hundreds: int) -> int:
         return sum(n for s, n in self.statuses.items() if s // 100 == hundreds)
@@ -230,6 +294,11 @@ class RunResult:
         overhead = (self.server_timing or {}).get("plug_overhead_mean_us")
         row["server_plug_overhead_mean_us"] = "" if overhead is None else overhead
         row["memory_verdict"] = self.memory_verdict or ""
+        for name in EXTRA_COLUMNS[EXTRA_COLUMNS.index("target_rate") :]:
+            value = getattr(self, name)
+            row[name] = (
+                "" if value is None else (str(value).lower() if name == "kept_up" else value)
+            )
         return row
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,7 +10,12 @@ from typing import TextIO
 from engine import lightning, servertiming
 from engine.client import Pool, build_specs
 from engine.config import RunConfig
-from engine.executors import ConstantVUs, RampingVUs
+from engine.executors import (
+    ConstantArrivalRate,
+    ConstantVUs,
+    RampingArrivalRate,
+    RampingVUs,
+)
 from engine.metrics import Recorder
 from engine.payload import json_payload
 from engine.probes import pid_probe, verdict
@@ -21,8 +26,13 @@ from engine.scenarios import BODY_METHODS, ExecutorKind
 from engine.target import preflight, resolve
 
 
-def make_executor(config: RunConfig) -> ConstantVUs | RampingVUs:
-    if config.scenario_spec.executor is ExecutorKind.ramping:
+def make_executor(config: RunConfig):
+    ramping = config.scenario_spec.executor is ExecutorKind.ramping
+    if config.rate is not None:
+        if ramping:
+            return RampingArrivalRate(config.rate, config.duration, config.concurrency)
+        return ConstantArrivalRate(config.rate, config.duration, config.concurrency)
+    if ramping:
         return RampingVUs(config.concurrency, config.duration)
     return ConstantVUs(config.concurrency, config.duration)
 
@@ -103,6 +113,7 @@ async def _drive(config, target, session, preflight_requests, out) -> RunResult:
         config.parser,
         config.timeout,
         server_timing=target.server_timing and session is None,
+        open_model=config.rate is not None,
     )
     progress = Progress(config.duration, out, enabled=config.progress)
 
@@ -152,6 +163,7 @@ async def _drive(config, target, session, preflight_requests, out) -> RunResult:
         preflight_requests=preflight_requests,
         memory=memory,
         interrupted=interrupted,
+        target_rate=config.rate,
     )
     if timing is not None:
         result.server_timing = timing.as_dict()

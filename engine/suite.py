@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from engine import runner
+from engine import runner, thresholds
 from engine.config import RunConfig
 from engine.report.console import HEADER_ROWS, TIMING_ROWS, summary
 from engine.report.files import append_csv
@@ -63,6 +63,7 @@ class SuiteOutcome:
     log: Path | None = None
     csv: Path | None = None
     json: Path | None = None
+    thresholds_failed: int = 0
 
 
 def scenario_config(base: RunConfig, scenario: str, extra: dict[str, int]) -> RunConfig:
@@ -100,7 +101,11 @@ def scenario_config(base: RunConfig, scenario: str, extra: dict[str, int]) -> Ru
 
 
 async def run_suite(
-    base: RunConfig, out_dir: Path, out: TextIO, command: str = "chanload suite"
+    base: RunConfig,
+    out_dir: Path,
+    out: TextIO,
+    command: str = "chanload suite",
+    limits: list[thresholds.Threshold] | None = None,
 ) -> SuiteOutcome:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y.%m.%d-%H.%M")
@@ -124,12 +129,23 @@ async def run_suite(
                 if exc.hint:
                     tee.write(exc.hint + "\n")
                 break
+            outcomes = thresholds.evaluate(limits or [], result.to_dict())
+            if outcomes:
+                result.thresholds = [o.as_dict() for o in outcomes]
+                outcome.thresholds_failed += sum(1 for o in outcomes if o.passed is False)
             tee.write(summary(result) + "\n")
+            if outcomes:
+                tee.write(thresholds.report(outcomes) + "\n")
             append_csv(outcome.csv, result)
             outcome.results.append(result)
         tee.write("\n" + comparison(outcome.results, base) + "\n")
         if outcome.failed:
             tee.write(f"\nStopped at {outcome.failed}: the scenarios after it did not run.\n")
+        if limits:
+            word = (
+                f"{outcome.thresholds_failed} FAILED" if outcome.thresholds_failed else "all passed"
+            )
+            tee.write(f"\nThresholds over all scenarios: {word}\n")
         outcome.json.write_bytes(
             orjson.dumps(suite_document(base, outcome, command), option=orjson.OPT_INDENT_2)
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from engine.executors.arrival_rate import ConstantArrivalRate, RampingArrivalRate
 from engine.executors.constant_vus import ConstantVUs
 from engine.executors.ramping_vus import RampingVUs
 
@@ -27,4 +28,11 @@ class VUPool(Protocol):
     async def wait_idle(self) -> None: ...
 
 
-__all__ = ["Announce", "ConstantVUs", "RampingVUs", "VUPool"]
+__all__ = [
+    "Announce",
+    "ConstantArrivalRate",
+    "ConstantVUs",
+    "RampingArrivalRate",
+    "RampingVUs",
+    "VUPool",
+]

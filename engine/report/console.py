@@ -75,20 +75,33 @@ def summary(result: RunResult) -> str:
             sample = result.error_samples.get(kind)
             lines.append(f"       {kind}: {n}" + (f"  ({sample})" if sample else ""))
     elapsed = max(result.duration_s, 1e-9)
+    if result.target_rate is not None:
+        lines += open_model_section(result)
     lines += [
         f" Data:        in {format_bytes(result.bytes_in)}"
         f" ({format_bytes(result.bytes_in / elapsed)}/s),"
         f" out {format_bytes(result.bytes_out)} ({format_bytes(result.bytes_out / elapsed)}/s)",
         LIGHT,
-        " Latency:",
+        " Latency (corrected: from the intended send time):"
+        if result.target_rate is not None
+        else " Latency:",
         f"   p50:   {format_us(result.p50_us)}",
         f"   p95:   {format_us(result.p95_us)}",
         f"   p99:   {format_us(result.p99_us)}",
         f"   p99.9: {format_us(result.p999_us)}",
         f"   min:   {format_us(result.min_us)}",
         f"   max:   {format_us(result.max_us)}",
-        LIGHT,
     ]
+    if result.target_rate is not None:
+        lines += [
+            " Latency (uncorrected: from the actual send):",
+            f"   p50:   {format_us(result.p50_uncorrected_us)}",
+            f"   p95:   {format_us(result.p95_uncorrected_us)}",
+            f"   p99:   {format_us(result.p99_uncorrected_us)}",
+            f"   p99.9: {format_us(result.p999_uncorrected_us)}",
+            f"   max:   {format_us(result.max_uncorrected_us)}",
+        ]
+    lines.append(LIGHT)
     lines += memory_section(result)
     lines.append(HEAVY)
     lines += timing_section(result)
@@ -140,6 +153,35 @@ def timing_section(result: RunResult) -> list[str]:
             label, what = "  Plug overhead", "Total request - DB lookup - Upstream proxy"
         lines.append(f"     {label:<18} mean={format_us(max(overhead, 0))} ({what}, by means)")
     return lines
+
+
+def open_model_section(result: RunResult) -> list[str]:
+    target = result.target_rate or 0
+    ratio = (result.achieved_rate or 0) / target if target else 0
+    lines = [
+        f" Open model:  target {target:g} req/s, achieved {result.achieved_rate} req/s"
+        f" ({ratio:.1%})",
+        f"   late:      {result.late} of {result.scheduled} scheduled found no free connection"
+        " and waited for one (their latency includes the wait)",
+        f"   dropped:   {result.dropped} (waited longer than the timeout, never sent)",
+        f"   send lag:  p50 {_us0(result.send_lag_p50_us)}, p99 {_us0(result.send_lag_p99_us)},"
+        f" max {_us0(result.send_lag_max_us)} (intended to actual send)",
+    ]
+    if result.kept_up:
+        lines.append(
+            f"   generator: kept up (scheduler lag p99 {_us0(result.dispatch_lag_p99_us)},"
+            " within 10ms)"
+        )
+    else:
+        lines.append(
+            f"   generator: DID NOT KEEP UP (scheduler lag p99 {_us0(result.dispatch_lag_p99_us)},"
+            " over 10ms): this run is INVALID; lower --rate or add --workers"
+        )
+    return lines
+
+
+def _us0(us: int | None) -> str:
+    return format_us(us) if us else "0us"
 
 
 def memory_section(result: RunResult) -> list[str]:

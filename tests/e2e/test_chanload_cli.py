@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import socket
 import subprocess
 
@@ -278,3 +279,89 @@ def test_progress_line_on_a_terminal(sink):
     assert "s elapsed," in text and "req/s" in text and "VUs" in text
     assert "\r" in text
     assert " Channel Load Test Results" in text
+
+
+def test_thresholds_set_the_exit_code(sink, tmp_path):
+    common = (
+        "--scenario",
+        "direct_sink",
+        "--sink",
+        sink.url,
+        "--duration",
+        "0.5",
+        "--concurrency",
+        "2",
+        "--quiet",
+    )
+    ok = run_chanload(tmp_path, *common, "--threshold", "p99<10s", "--threshold", "error_rate<1%")
+    assert ok.code == 0, ok.stderr
+    assert " Thresholds: all passed" in ok.stdout
+    assert "   pass  p99<10s" in ok.stdout
+    assert [t["passed"] for t in ok.result["thresholds"]] == [True, True]
+    bad = run_chanload(tmp_path, *common, "--threshold", "p50<1us", "--threshold", "rps>1")
+    assert bad.code == 3
+    assert " Thresholds: 1 FAILED" in bad.stdout
+    assert "   FAIL  p50<1us  (actual " in bad.stdout
+    assert bad.result is not None  # results are written before the exit
+    usage = chanload("run", *common, "--threshold", "p99<5MB")
+    assert usage.returncode == 2
+    assert "--threshold 'p99<5MB'" in usage.stderr
+
+
+def test_merge_and_compare_from_the_command_line(sink, tmp_path):
+    common = (
+        "--scenario",
+        "direct_sink",
+        "--sink",
+        sink.url,
+        "--duration",
+        "0.5",
+        "--concurrency",
+        "2",
+        "--quiet",
+    )
+    a = run_chanload(tmp_path, *common)
+    b = run_chanload(tmp_path, *common)
+    paths = []
+    for i, run in enumerate((a, b)):
+        path = tmp_path / f"run{i}.json"
+        path.write_text(json.dumps(run.result))
+        paths.append(str(path))
+    merged_path = tmp_path / "merged.json"
+    out = chanload("merge", *paths, "-o", str(merged_path))
+    assert out.returncode == 0, out.stderr
+    merged = json.loads(merged_path.read_text())
+    assert merged["total_requests"] == a.result["total_requests"] + b.result["total_requests"]
+    assert merged["concurrency"] == 4
+    assert len(merged["merged_from"]) == 2
+    cmp = chanload("compare", paths[0], str(merged_path))
+    assert cmp.returncode == 0, cmp.stderr
+    assert "== direct_sink ==" in cmp.stdout
+    assert re.search(r"^requests\s", cmp.stdout, re.M)
+    assert chanload("compare", paths[0], str(tmp_path / "missing.json")).returncode == 2
+
+
+def test_hdr_log_from_a_run(sink, tmp_path):
+    from hdrh.log import HistogramLogReader
+
+    path = tmp_path / "run.hlog"
+    run = run_chanload(
+        tmp_path,
+        "--scenario",
+        "direct_sink",
+        "--sink",
+        sink.url,
+        "--duration",
+        "2.2",
+        "--concurrency",
+        "2",
+        "--quiet",
+        "--hdr-log",
+        str(path),
+    )
+    assert run.code == 0, run.stderr
+    reader = HistogramLogReader(str(path), None)
+    total = 0
+    while (h := reader.get_next_interval_histogram()) is not None:
+        total += h.get_total_count()
+    assert total == run.result["responses"]

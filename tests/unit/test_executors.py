@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -90,3 +91,78 @@ def test_ramping_vus_follow_the_seeds_steps():
 )
 def test_executor_configs_validate_themselves(executor, expected):
     assert any(expected in p for p in executor.problems())
+
+
+class FakeOpenPool:
+    """Connections are free again ``busy`` seconds after a send."""
+
+    def __init__(self, connections: int, busy: float) -> None:
+        from engine.metrics import Recorder
+
+        self.recorder = Recorder()
+        self.capacity = connections
+        self.busy = busy
+        self.sent: list[tuple[int, int]] = []  # (intended, actual) ns
+        self.free_at: list[float] = []
+        self.vus = 0
+
+    def set_deadline(self, seconds_from_now: float) -> None:
+        pass
+
+    def start_vu(self) -> None:
+        self.vus += 1
+
+    async def ready(self, timeout: float) -> int:
+        return self.vus
+
+    def try_send(self, intended: int) -> bool:
+        now = time.monotonic()
+        self.free_at = [t for t in self.free_at if t > now]
+        if len(self.free_at) >= self.capacity:
+            self.recorder.late += 1
+            return False
+        self.free_at.append(now + self.busy)
+        self.sent.append((intended, time.perf_counter_ns()))
+        return True
+
+    async def wait_idle(self) -> None:
+        pass
+
+
+def test_arrival_rate_sends_on_schedule_and_counts_drops():
+    from engine.executors import ConstantArrivalRate
+
+    pool = FakeOpenPool(connections=100, busy=0.001)
+    asyncio.run(ConstantArrivalRate(rate=400, duration=0.5, max_connections=100).run(pool))
+    assert len(pool.sent) == 200
+    assert pool.recorder.scheduled == 200 and pool.recorder.late == 0
+    intended = [i for i, _ in pool.sent]
+    gaps = {round((b - a) / 1e6, 3) for a, b in itertools.pairwise(intended)}
+    assert gaps <= {2.5, 2.499, 2.501}  # every 1/400 s, from the start, never from "now"
+    lags = [(actual - i) / 1e6 for i, actual in pool.sent]
+    assert sorted(lags)[int(len(lags) * 0.99)] < 10  # ms
+
+
+def test_a_slow_target_gets_late_requests_not_a_slower_schedule():
+    from engine.executors import ConstantArrivalRate
+
+    pool = FakeOpenPool(connections=2, busy=0.05)  # 2 connections, 50 ms each: 40 req/s max
+    started = time.monotonic()
+    asyncio.run(ConstantArrivalRate(rate=200, duration=0.5, max_connections=2).run(pool))
+    assert time.monotonic() - started < 0.8  # the schedule did not stretch
+    assert pool.recorder.scheduled == 100
+    assert 10 <= len(pool.sent) <= 30
+    assert pool.recorder.late == 100 - len(pool.sent)
+    lags = pool.recorder.dispatch_lags
+    assert len(lags) == 100 and sorted(lags)[98] < 10_000  # the scheduler itself kept up
+
+
+def test_ramping_arrival_rate_steps():
+    from engine.executors import RampingArrivalRate
+
+    lines: list[str] = []
+    pool = FakeOpenPool(connections=100, busy=0.0005)
+    asyncio.run(RampingArrivalRate(1000, 1.0, 100).run(pool, lines.append))
+    assert lines[0] == "  [ramp] Step 1/10: 100 req/s for 0.1s"
+    assert lines[-1] == "  [ramp] Step 10/10: 1000 req/s for 0.1s"
+    assert len(pool.sent) + pool.recorder.late == pool.recorder.scheduled == 550
