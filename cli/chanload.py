@@ -156,6 +156,13 @@ def run(
     sample_interval: Annotated[
         float, typer.Option(help="Seconds between memory samples (Lightning node or --target-pid).")
     ] = 1.0,
+    slo_p99: Annotated[
+        float | None,
+        typer.Option(help="saturation: the knee is the last step with p99 within this (ms)."),
+    ] = None,
+    slo_error_rate: Annotated[
+        float, typer.Option(help="saturation: ... and with an error rate within this (%).")
+    ] = 1.0,
     threshold: Annotated[
         list[str] | None,
         typer.Option(
@@ -182,6 +189,8 @@ def run(
             concurrency=concurrency,
             duration=duration,
             rate=rate,
+            slo_p99_ms=slo_p99,
+            slo_error_rate=slo_error_rate,
             target=target,
             sink=sink,
             node=node,
@@ -222,6 +231,11 @@ def run(
             print(exc.hint, file=sys.stderr)
         raise fail(PROG, str(exc), exc.code) from None
 
+    from engine.saturation import SaturationResult
+
+    if isinstance(result, SaturationResult):
+        report_saturation(result, config, limits, hdr_log)
+        return
     outcomes = thresholds.evaluate(limits, result.to_dict())
     if outcomes:
         result.thresholds = [o.as_dict() for o in outcomes]
@@ -241,6 +255,23 @@ def run(
         print(f"Wrote {n} interval histograms to {hdr_log}")
     if any(o.passed is False for o in outcomes):
         raise typer.Exit(3)
+
+
+def report_saturation(result, config: RunConfig, limits, hdr_log) -> None:
+    print(result.table())
+    if limits:
+        print(" Thresholds: not applied to saturation steps (each step is a different load)")
+    if hdr_log is not None:
+        print(" --hdr-log: not written for saturation (use --json: every step's histogram)")
+    if config.csv:
+        print(f"Writing CSV to {config.csv} (one row per step)... ", end="")
+        for step in result.steps:
+            append_csv(config.csv, step)
+        print("ok")
+    if config.json:
+        print(f"Writing JSON to {config.json}... ", end="")
+        write_json(config.json, result)
+        print("ok")
 
 
 def parse_thresholds(texts: list[str] | None) -> list[thresholds.Threshold]:

@@ -125,6 +125,8 @@ class RunConfig:
     sample_interval: float = 1.0  # seconds between memory samples
     target_pid: int | None = None  # sample this process tree's RSS
     rate: float | None = None  # open model: requests a second (--concurrency caps connections)
+    slo_p99_ms: float | None = None  # saturation: the knee is the last step within this p99
+    slo_error_rate: float = 1.0  # saturation: ... and within this error rate (percent)
     argv: tuple[str, ...] = field(default=(), repr=False)  # may hold secrets
 
     def __post_init__(self) -> None:
@@ -165,6 +167,10 @@ class RunConfig:
                     out.append(str(exc))
         if not self.sample_interval > 0:
             out.append(f"--sample-interval must be > 0 seconds, got {self.sample_interval:g}")
+        if self.slo_p99_ms is not None and not self.slo_p99_ms > 0:
+            out.append(f"--slo-p99 must be > 0 ms, got {self.slo_p99_ms:g}")
+        if not 0 <= self.slo_error_rate <= 100:
+            out.append(f"--slo-error-rate must be 0-100 (%), got {self.slo_error_rate:g}")
         if self.rate is not None and not self.rate > 0:
             out.append(f"--rate must be > 0 requests a second, got {self.rate:g}")
         if self.target_pid is not None and self.target_pid < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TextIO
 
 from engine import lightning, servertiming
@@ -21,8 +21,10 @@ from engine.payload import json_payload
 from engine.probes import pid_probe, verdict
 from engine.report.console import banner
 from engine.report.progress import Progress
+from engine.report.units import format_us
 from engine.result import MemorySummary, RunResult
-from engine.scenarios import BODY_METHODS, ExecutorKind
+from engine.saturation import SaturationResult
+from engine.scenarios import BODY_METHODS, ExecutorKind, saturation_rates, saturation_steps
 from engine.target import preflight, resolve
 
 
@@ -54,7 +56,7 @@ def body_size_of_interest(config: RunConfig) -> int:
     return max(payload, config.response_bytes or 0)
 
 
-async def run(config: RunConfig, out: TextIO) -> RunResult:
+async def run(config: RunConfig, out: TextIO) -> RunResult | SaturationResult:
     target = resolve(config)
     session: lightning.Session | None = None
     if target is None:
@@ -64,6 +66,8 @@ async def run(config: RunConfig, out: TextIO) -> RunResult:
         if config.preflight:
             target, preflight_requests = await preflight(target, out)
     try:
+        if config.scenario_spec.executor is ExecutorKind.saturation:
+            return await _saturate(config, target, session, preflight_requests, out)
         return await _drive(config, target, session, preflight_requests, out)
     finally:
         if session is not None:
@@ -71,28 +75,56 @@ async def run(config: RunConfig, out: TextIO) -> RunResult:
             await session.close()
 
 
-async def _drive(config, target, session, preflight_requests, out) -> RunResult:
+async def _saturate(config, target, session, preflight_requests, out) -> SaturationResult:
+    """One run per step, each --duration long; the collector is reset between steps."""
+    if config.rate is not None:
+        steps = [replace(config, rate=r) for r in saturation_rates(config.rate)]
+        labels = [f"{r:g} req/s" for r in saturation_rates(config.rate)]
+    else:
+        steps = [replace(config, concurrency=n) for n in saturation_steps(config.concurrency)]
+        labels = [f"{n} VUs" for n in saturation_steps(config.concurrency)]
+    out.write(f"  Steps: {', '.join(labels)} ({config.duration:g}s each)\n")
+    results = []
+    for i, (step, label) in enumerate(zip(steps, labels, strict=True), 1):
+        out.write(f"  [saturation] Step {i}/{len(steps)}: {label}\n")
+        out.flush()
+        result = await _drive(
+            step, target, session, preflight_requests if i == 1 else 0, out, banner_shown=i > 1
+        )
+        results.append(result)
+        out.write(
+            f"    {result.rps:,.1f} req/s, p50 {format_us(result.p50_us)},"
+            f" p99 {format_us(result.p99_us)}, {result.error_count} errors"
+            f" ({result.error_rate}%)\n"
+        )
+    return SaturationResult.build(config, results)
+
+
+async def _drive(
+    config, target, session, preflight_requests, out, banner_shown: bool = False
+) -> RunResult:
     loop = asyncio.get_running_loop()
     scenario = config.scenario_spec
     payload = json_payload(config.payload_bytes) if scenario.sends_bodies else b""
     specs = build_specs(target.url, scenario.methods, payload, BODY_METHODS)
     executor = make_executor(config)
-    out.write(
-        banner(
-            url=str(target.url),
-            scenario=config.scenario,
-            concurrency=config.concurrency,
-            duration=config.duration,
-            payload=len(payload) if scenario.sends_bodies else None,
-            response_size=config.response_bytes,
-            delay=config.delay_ms,
-            telemetry=target.telemetry,
-            parser=config.parser,
-            timeout=config.timeout,
-            command=config.command(),
+    if not banner_shown:
+        out.write(
+            banner(
+                url=str(target.url),
+                scenario=config.scenario,
+                concurrency=config.concurrency,
+                duration=config.duration,
+                payload=len(payload) if scenario.sends_bodies else None,
+                response_size=config.response_bytes,
+                delay=config.delay_ms,
+                telemetry=target.telemetry,
+                parser=config.parser,
+                timeout=config.timeout,
+                command=config.command(),
+            )
+            + "\n"
         )
-        + "\n"
-    )
     out.flush()
 
     probe = None

@@ -17,6 +17,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 class ExecutorKind(enum.StrEnum):
     constant = "constant-vus"
     ramping = "ramping-vus"
+    saturation = "saturation-steps"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,29 @@ SCENARIOS: dict[str, Scenario] = {
             "Hit the sink directly at <sink>/test: the baseline without a proxy",
             direct=True,
         ),
+        Scenario(
+            "saturation",
+            "Steps of rising concurrency (or rate, with --rate), --duration each: where the"
+            " proxy stops keeping up (the knee, with --slo-p99)",
+            executor=ExecutorKind.saturation,
+        ),
     )
 }
+# The seed's saturation levels (its upstream runner), up to --concurrency.
+SATURATION_LEVELS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def saturation_steps(concurrency: int) -> list[int]:
+    """The seed's levels up to ``concurrency``, always ending with it."""
+    steps = [n for n in SATURATION_LEVELS if n <= concurrency]
+    if concurrency not in steps:
+        steps.append(concurrency)
+    return steps
+
+
+def saturation_rates(rate: float, steps: int = 10) -> list[float]:
+    """With --rate: rate/steps .. rate, linearly."""
+    return [round(rate * k / steps, 3) for k in range(1, steps + 1)]
+
 
 SCENARIO_NAMES = tuple(SCENARIOS)

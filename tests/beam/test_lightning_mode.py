@@ -300,3 +300,27 @@ def test_suite_against_lightning(standin, sink, tmp_path):
     assert "server-side (happy_path): Total request p50=" in out.stdout
     assert standin.cookie not in out.stdout + next(tmp_path.glob("*.log")).read_text()
     assert out.stdout.count("Looking up channel 'load-test'... not found, creating") == 1
+
+
+def test_saturation_against_lightning_resets_the_collector_per_step(standin, sink, tmp_path):
+    run = run_chanload(
+        tmp_path,
+        "--scenario",
+        "saturation",
+        "--duration",
+        "0.7",
+        "--concurrency",
+        "5",
+        *lightning_args(standin, sink),
+    )
+    assert run.code == 0, run.stderr + run.stdout
+    steps = run.result["results"]
+    assert [s["concurrency"] for s in steps] == [1, 2, 5]
+    for s in steps:
+        # Each step's server-side count is its own: the collector was reset before it.
+        assert s["total_requests"] > 0
+        assert s["server_timing"]["events"]["request"]["count"] == s["total_requests"]
+        assert s["memory"]["start_bytes"] > 0
+    assert " Saturation Test Results" in run.stdout
+    assert "Tearing down telemetry collector... ok" in run.stdout
+    assert leftovers(standin)["table"] == Atom("undefined")
