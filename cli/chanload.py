@@ -163,6 +163,13 @@ def run(
     slo_error_rate: Annotated[
         float, typer.Option(help="saturation: ... and with an error rate within this (%).")
     ] = 1.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes sharing the load (connections and rate split), one core each;"
+            " their histograms are merged exactly."
+        ),
+    ] = 1,
     threshold: Annotated[
         list[str] | None,
         typer.Option(
@@ -191,6 +198,7 @@ def run(
             rate=rate,
             slo_p99_ms=slo_p99,
             slo_error_rate=slo_error_rate,
+            workers=workers,
             target=target,
             sink=sink,
             node=node,
@@ -330,6 +338,9 @@ def suite(
     ),
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = DEFAULT_TIMEOUT,
     parser: Annotated[str, typer.Option(help="httptools or h11.")] = "httptools",
+    workers: Annotated[
+        int, typer.Option(help="Processes sharing each scenario's load (see run --help).")
+    ] = 1,
     threshold: Annotated[
         list[str] | None,
         typer.Option(help="Pass/fail condition on every scenario (see run --help); exit 3."),
@@ -361,6 +372,7 @@ def suite(
                 parser=parser,
                 quiet=True,
                 target_pid=target_pid,
+                workers=workers,
                 **overrides,
             )
         except ConfigError as exc:

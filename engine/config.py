@@ -101,6 +101,9 @@ def masked_argv(argv: tuple[str, ...] | list[str]) -> list[str]:
     return out
 
 
+MAX_WORKERS = 64
+
+
 @dataclass(frozen=True, slots=True)
 class RunConfig:
     scenario: str = DEFAULT_SCENARIO
@@ -127,6 +130,7 @@ class RunConfig:
     rate: float | None = None  # open model: requests a second (--concurrency caps connections)
     slo_p99_ms: float | None = None  # saturation: the knee is the last step within this p99
     slo_error_rate: float = 1.0  # saturation: ... and within this error rate (percent)
+    workers: int = 1  # processes sharing the load, each with its own event loop
     argv: tuple[str, ...] = field(default=(), repr=False)  # may hold secrets
 
     def __post_init__(self) -> None:
@@ -173,6 +177,13 @@ class RunConfig:
             out.append(f"--slo-error-rate must be 0-100 (%), got {self.slo_error_rate:g}")
         if self.rate is not None and not self.rate > 0:
             out.append(f"--rate must be > 0 requests a second, got {self.rate:g}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            out.append(f"--workers must be 1-{MAX_WORKERS}, got {self.workers}")
+        elif self.workers > self.concurrency and self.scenario != "saturation":
+            out.append(
+                f"--workers {self.workers} needs --concurrency of at least {self.workers}"
+                f" (each worker has connections of its own), got {self.concurrency}"
+            )
         if self.target_pid is not None and self.target_pid < 1:
             out.append(f"--target-pid must be a process id, got {self.target_pid}")
         if not self.channel:

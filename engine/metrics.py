@@ -10,7 +10,7 @@ values a second) when a snapshot is taken, so recording costs ~50 ns, not the
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from hdrh.histogram import HdrHistogram
 
@@ -227,6 +227,141 @@ class Recorder:
             interval.reset()
         self._last = now
         return snap
+
+    # -- between processes (--workers) ------------------------------------------
+
+    COUNTERS = (
+        "bytes_in",
+        "bytes_out",
+        "body_bytes_in",
+        "body_bytes_out",
+        "unknown_body_responses",
+        "interim_responses",
+        "out_of_range",
+        "scheduled",
+        "late",
+        "dropped",
+    )
+    HISTOGRAMS = ("histogram", "histogram_uncorrected", "send_lag", "dispatch_lag")
+
+    def export(self) -> dict:
+        """Everything recorded, closed, as plain data: a worker's report to the parent."""
+        self.close()
+        return {
+            "counters": {name: getattr(self, name) for name in self.COUNTERS},
+            "statuses": dict(self.statuses),
+            "errors": dict(self.errors),
+            "error_samples": dict(self.error_samples),
+            "min_us": self.min_us,
+            "max_us": self.max_us,
+            "histograms": {name: _encode(getattr(self, name)) for name in self.HISTOGRAMS},
+            "timing": {name: _encode(h) for name, h in self.timing.items()},
+            "timing_stats": {name: list(v) for name, v in self.timing_stats.items()},
+            "series": [asdict(snap) for snap in self.series],
+        }
+
+    def absorb(self, states: list[dict]) -> None:
+        """Add the exports of workers that ran at the same time, from the same start.
+
+        Exact: histograms are added, counters summed, extremes kept; the
+        series are merged second by second (every worker ticks on whole
+        seconds from the shared start).
+        """
+        for state in states:
+            for name, value in state["counters"].items():
+                setattr(self, name, getattr(self, name) + value)
+            for status, n in state["statuses"].items():
+                self.statuses[status] = self.statuses.get(status, 0) + n
+            for kind, n in state["errors"].items():
+                self.errors[kind] = self.errors.get(kind, 0) + n
+            for kind, text in state["error_samples"].items():
+                self.error_samples.setdefault(kind, text)
+            for attr, pick in (("min_us", min), ("max_us", max)):
+                theirs, ours = state[attr], getattr(self, attr)
+                if theirs is not None:
+                    setattr(self, attr, theirs if ours is None else pick(ours, theirs))
+            for name, text in state["histograms"].items():
+                _add_encoded(getattr(self, name), text)
+            for name, text in state["timing"].items():
+                _add_encoded(self.timing.setdefault(name, new_histogram()), text)
+            for name, (count, total, low, high) in state["timing_stats"].items():
+                mine = self.timing_stats.get(name)
+                if mine is None:
+                    self.timing_stats[name] = [count, total, low, high]
+                else:
+                    mine[0] += count
+                    mine[1] += total
+                    mine[2] = min(mine[2], low)
+                    mine[3] = max(mine[3], high)
+        self.series = merge_snapshots([st["series"] for st in states])
+        self._last = _Totals(
+            self.responses,
+            self.transport_errors,
+            self.server_errors,
+            self.bytes_in,
+            self.bytes_out,
+            dict(self.statuses),
+        )
+
+
+def merge_snapshots(series: list[list[dict]]) -> list[Snapshot]:
+    """Interval i of every worker covers the same second: add them up."""
+    out: list[Snapshot] = []
+    previous_t = 0.0
+    for i in range(max((len(s) for s in series), default=0)):
+        snaps = [s[i] for s in series if i < len(s)]
+        snap = combine_snapshots(snaps, previous_t)
+        previous_t = snap.t
+        out.append(snap)
+    return out
+
+
+def combine_snapshots(snaps: list[dict], previous_t: float) -> Snapshot:
+    """One Snapshot of the same interval as seen by several workers."""
+    t = max(s["t"] for s in snaps)
+    elapsed = max(t - previous_t, 1e-3)
+    h = new_histogram()
+    for s in snaps:
+        _add_encoded(h, s["histogram"])
+    requests = sum(s["requests"] for s in snaps)
+    statuses: dict[int, int] = {}
+    for s in snaps:
+        for status, n in s["statuses"].items():
+            statuses[int(status)] = statuses.get(int(status), 0) + n
+    count = h.get_total_count()
+    if count:
+        pct = h.get_percentile_to_value_dict([50, 95, 99])
+        p50, p95, p99, top = int(pct[50]), int(pct[95]), int(pct[99]), int(h.get_max_value())
+    else:
+        p50 = p95 = p99 = top = 0
+    return Snapshot(
+        t=t,
+        requests=requests,
+        errors=sum(s["errors"] for s in snaps),
+        rps=round(requests / elapsed, 1),
+        p50_us=p50,
+        p95_us=p95,
+        p99_us=p99,
+        max_us=top,
+        bytes_in=sum(s["bytes_in"] for s in snaps),
+        bytes_out=sum(s["bytes_out"] for s in snaps),
+        vus=sum(s["vus"] for s in snaps),
+        statuses=dict(sorted(statuses.items())),
+        elapsed=round(elapsed, 6),
+        histogram=h.encode().decode("ascii") if count else "",
+    )
+
+
+def _encode(h: HdrHistogram) -> str:
+    return h.encode().decode("ascii") if h.get_total_count() else ""
+
+
+def _add_encoded(into: HdrHistogram, text: str) -> None:
+    # hdrh's add() of an empty histogram resets the minimum to 0: skip those.
+    if text:
+        other = HdrHistogram.decode(text)
+        if other.get_total_count():
+            into.add(other)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import TextIO
 
@@ -16,7 +17,8 @@ from engine.executors import (
     RampingArrivalRate,
     RampingVUs,
 )
-from engine.metrics import Recorder
+from engine.executors.ramping_vus import split
+from engine.metrics import Recorder, Snapshot
 from engine.payload import json_payload
 from engine.probes import pid_probe, verdict
 from engine.report.console import banner
@@ -28,15 +30,21 @@ from engine.scenarios import BODY_METHODS, ExecutorKind, saturation_rates, satur
 from engine.target import preflight, resolve
 
 
-def make_executor(config: RunConfig):
+def make_executor(config: RunConfig, index: int = 0, count: int = 1):
+    """The executor of the whole load, or of worker ``index``'s share of ``count``."""
     ramping = config.scenario_spec.executor is ExecutorKind.ramping
+    connections = split(config.concurrency, count)[index]
     if config.rate is not None:
         if ramping:
-            return RampingArrivalRate(config.rate, config.duration, config.concurrency)
-        return ConstantArrivalRate(config.rate, config.duration, config.concurrency)
+            return RampingArrivalRate(
+                config.rate, config.duration, connections, count=count, index=index
+            )
+        return ConstantArrivalRate(
+            config.rate / count, config.duration, connections, offset=index / config.rate
+        )
     if ramping:
-        return RampingVUs(config.concurrency, config.duration)
-    return ConstantVUs(config.concurrency, config.duration)
+        return RampingVUs(config.concurrency, config.duration, index=index, count=count)
+    return ConstantVUs(connections, config.duration)
 
 
 def public_config(config: RunConfig) -> dict:
@@ -103,11 +111,8 @@ async def _saturate(config, target, session, preflight_requests, out) -> Saturat
 async def _drive(
     config, target, session, preflight_requests, out, banner_shown: bool = False
 ) -> RunResult:
-    loop = asyncio.get_running_loop()
     scenario = config.scenario_spec
-    payload = json_payload(config.payload_bytes) if scenario.sends_bodies else b""
-    specs = build_specs(target.url, scenario.methods, payload, BODY_METHODS)
-    executor = make_executor(config)
+    payload_size = config.payload_bytes if scenario.sends_bodies else None
     if not banner_shown:
         out.write(
             banner(
@@ -115,7 +120,7 @@ async def _drive(
                 scenario=config.scenario,
                 concurrency=config.concurrency,
                 duration=config.duration,
-                payload=len(payload) if scenario.sends_bodies else None,
+                payload=payload_size,
                 response_size=config.response_bytes,
                 delay=config.delay_ms,
                 telemetry=target.telemetry,
@@ -137,16 +142,6 @@ async def _drive(
         await probe.baseline()  # before any load: the baseline
 
     recorder = Recorder()
-    pool = Pool(
-        loop,
-        target.url,
-        specs,
-        recorder,
-        config.parser,
-        config.timeout,
-        server_timing=target.server_timing and session is None,
-        open_model=config.rate is not None,
-    )
     progress = Progress(config.duration, out, enabled=config.progress)
 
     def announce(line: str) -> None:
@@ -154,26 +149,42 @@ async def _drive(
         out.write(line + "\n")
         out.flush()
 
-    started = time.time()
-    t0 = time.perf_counter()
-    if probe is not None:
-        probe.start()
-    ticker = loop.create_task(_tick(recorder, pool, progress, t0))
+    server_timing = target.server_timing and session is None
+    workers = min(config.workers, config.concurrency)
     interrupted = False
     memory: MemorySummary | None = None
     timing = None
+    started = time.time()
+    elapsed = 0.0
     try:
-        await executor.run(pool, announce)
+        if workers > 1:
+            from engine.workers import run_workers
+
+            elapsed, started = await run_workers(
+                config,
+                target.url,
+                server_timing,
+                workers,
+                recorder,
+                on_start=probe.start if probe is not None else None,
+                on_tick=progress.update,
+                announce=announce,
+            )
+        else:
+            elapsed, started = await load(
+                config,
+                target.url,
+                server_timing,
+                recorder,
+                make_executor(config),
+                on_start=probe.start if probe is not None else None,
+                on_tick=progress.update,
+                announce=announce,
+            )
     except asyncio.CancelledError:
         interrupted = True
         raise
     finally:
-        ticker.cancel()
-        elapsed = time.perf_counter() - t0
-        last = recorder.series[-1].t if recorder.series else 0.0
-        if recorder.has_news() or not recorder.series:
-            recorder.snapshot(elapsed, max(elapsed - last, 1e-3), pool.running_vus)
-        await pool.close()
         progress.clear()
         if probe is not None:
             memory = await probe.stop()  # the last sample: after the load
@@ -205,7 +216,57 @@ async def _drive(
     return result
 
 
-async def _tick(recorder: Recorder, pool: Pool, progress: Progress, t0: float) -> None:
+async def load(
+    config: RunConfig,
+    url,
+    server_timing: bool,
+    recorder: Recorder,
+    executor,
+    *,
+    on_start: Callable[[], object] | None = None,
+    on_tick: Callable[[float, Snapshot], object] | None = None,
+    announce: Callable[[str], None] | None = None,
+    start_at: float | None = None,
+) -> tuple[float, float]:
+    """Drive ``executor``'s load at ``url`` into ``recorder``; (seconds, epoch start).
+
+    ``start_at`` (a time.perf_counter() value, which every process shares)
+    makes workers start, and tick, together.
+    """
+    loop = asyncio.get_running_loop()
+    scenario = config.scenario_spec
+    payload = json_payload(config.payload_bytes) if scenario.sends_bodies else b""
+    specs = build_specs(url, scenario.methods, payload, BODY_METHODS)
+    pool = Pool(
+        loop,
+        url,
+        specs,
+        recorder,
+        config.parser,
+        config.timeout,
+        server_timing=server_timing,
+        open_model=config.rate is not None,
+    )
+    if start_at is not None:
+        await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
+    t0 = time.perf_counter()
+    started = time.time()
+    if on_start is not None:
+        on_start()
+    ticker = loop.create_task(_tick(recorder, pool, on_tick, t0))
+    try:
+        await executor.run(pool, announce)
+    finally:
+        ticker.cancel()
+        elapsed = time.perf_counter() - t0
+        last = recorder.series[-1].t if recorder.series else 0.0
+        if recorder.has_news() or not recorder.series:
+            recorder.snapshot(elapsed, max(elapsed - last, 1e-3), pool.running_vus)
+        await pool.close()
+    return elapsed, started
+
+
+async def _tick(recorder: Recorder, pool: Pool, on_tick, t0: float) -> None:
     """One snapshot per second of load, on whole seconds from the start."""
     second = 0
     while True:
@@ -214,4 +275,5 @@ async def _tick(recorder: Recorder, pool: Pool, progress: Progress, t0: float) -
         last = recorder.series[-1].t if recorder.series else 0.0
         now = time.perf_counter() - t0
         snap = recorder.snapshot(now, now - last, pool.running_vus)
-        progress.update(now, snap)
+        if on_tick is not None:
+            on_tick(now, snap)

@@ -19,15 +19,19 @@ from dataclasses import dataclass
 CONNECT_TIMEOUT = 10.0
 
 
-async def _schedule(pool, rate: float, seconds: float, recorder) -> None:
-    """Send ``rate`` requests a second for ``seconds``, from now."""
+async def _schedule(pool, rate: float, seconds: float, recorder, offset: float = 0.0) -> None:
+    """Send ``rate`` requests a second for ``seconds``, from now (+ ``offset`` seconds).
+
+    With --workers, each of N processes sends rate/N a second, the i-th offset
+    by i/rate: together, the single schedule at ``rate``.
+    """
     interval = 1e9 / rate
     total = int(rate * seconds)
-    t0 = time.perf_counter_ns()
+    t0 = time.perf_counter_ns() + int(offset * 1e9)
     k = 0
     while k < total:
         now = time.perf_counter_ns()
-        due = min(total, int((now - t0) / interval) + 1)
+        due = min(total, max(0, int((now - t0) // interval) + 1))
         lags = recorder.dispatch_lags
         while k < due:
             intended = t0 + int(k * interval)
@@ -45,6 +49,7 @@ class ConstantArrivalRate:
     rate: float  # requests per second, across all connections
     duration: float
     max_connections: int
+    offset: float = 0.0  # seconds: this worker's place in the whole schedule (--workers)
 
     def problems(self) -> list[str]:
         out = []
@@ -61,7 +66,7 @@ class ConstantArrivalRate:
 
     async def run(self, pool, announce=None) -> None:
         await _open(pool, self.max_connections, self.duration)
-        await _schedule(pool, self.rate, self.duration, pool.recorder)
+        await _schedule(pool, self.rate, self.duration, pool.recorder, self.offset)
         await pool.wait_idle()
 
 
@@ -73,21 +78,37 @@ class RampingArrivalRate:
     duration: float
     max_connections: int
     steps: int = 10
+    count: int = 1  # --workers: this process sends 1/count of each step's rate ...
+    index: int = 0  # ... offset by index / (step's whole rate)
 
     def problems(self) -> list[str]:
         return ConstantArrivalRate(self.max_rate, self.duration, self.max_connections).problems()
 
     def step_rate(self, step: int) -> float:
+        """The whole load's rate during step ``step`` (1-based)."""
         return self.max_rate * step / self.steps
+
+    def announcements(self) -> list[tuple[float, str]]:
+        """(seconds from the start, line): what the run says when, for the whole load."""
+        seconds = self.duration / self.steps
+        return [
+            (
+                (step - 1) * seconds,
+                f"  [ramp] Step {step}/{self.steps}: {self.step_rate(step):g} req/s"
+                f" for {seconds:g}s",
+            )
+            for step in range(1, self.steps + 1)
+        ]
 
     async def run(self, pool, announce=None) -> None:
         await _open(pool, self.max_connections, self.duration)
         step_seconds = self.duration / self.steps
+        lines = self.announcements()
         for step in range(1, self.steps + 1):
             rate = self.step_rate(step)
             if announce is not None:
-                announce(f"  [ramp] Step {step}/{self.steps}: {rate:g} req/s for {step_seconds:g}s")
-            await _schedule(pool, rate, step_seconds, pool.recorder)
+                announce(lines[step - 1][1])
+            await _schedule(pool, rate / self.count, step_seconds, pool.recorder, self.index / rate)
         await pool.wait_idle()
 
 

@@ -6,11 +6,19 @@ import asyncio
 from dataclasses import dataclass
 
 
+def split(total: int, parts: int) -> list[int]:
+    """``total`` as ``parts`` whole shares that differ by at most one, largest first."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
 @dataclass(frozen=True, slots=True)
 class RampingVUs:
     max_vus: int
     duration: float
     steps: int = 10
+    # --workers: this process runs share ``index`` of ``count`` of every step's VUs.
+    index: int = 0
+    count: int = 1
 
     def problems(self) -> list[str]:
         out = []
@@ -26,6 +34,21 @@ class RampingVUs:
         """VUs during step ``step`` (1-based), as the seed: max(1, N * step // steps)."""
         return max(1, self.max_vus * step // self.steps)
 
+    def local_step_vus(self, step: int) -> int:
+        """This worker's share of step ``step``'s VUs (0 when there are fewer than workers)."""
+        return split(self.step_vus(step), self.count)[self.index]
+
+    def announcements(self) -> list[tuple[float, str]]:
+        """(seconds from the start, line): what the run says when, for the whole load."""
+        return [
+            (
+                (step - 1) * self.step_duration,
+                f"  [ramp] Step {step}/{self.steps}: {self.step_vus(step)} VUs"
+                f" for {self.step_duration:g}s",
+            )
+            for step in range(1, self.steps + 1)
+        ]
+
     @property
     def step_duration(self) -> float:
         return self.duration / self.steps
@@ -40,12 +63,11 @@ class RampingVUs:
         pool.set_deadline(self.duration)
         started = loop.time()
         running = 0
+        lines = self.announcements()
         for step in range(1, self.steps + 1):
-            target = self.step_vus(step)
+            target = self.local_step_vus(step)
             if announce is not None:
-                announce(
-                    f"  [ramp] Step {step}/{self.steps}: {target} VUs for {self.step_duration:g}s"
-                )
+                announce(lines[step - 1][1])
             while running < target:
                 pool.start_vu()
                 running += 1
