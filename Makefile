@@ -9,7 +9,7 @@ install: $(BIN)/chanload
 
 $(BIN)/chanload: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,charts]'
 	@touch $@
 
 test: install

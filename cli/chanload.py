@@ -181,6 +181,14 @@ def run(
         Path | None,
         typer.Option(help="Write the per-second latency histograms as an HdrHistogram log."),
     ] = None,
+    charts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write PNG charts into this directory (created): latency percentiles and"
+            " req/s over time, memory over time, saturation curves. Needs matplotlib.",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
     preflight: Annotated[
         bool,
@@ -228,6 +236,8 @@ def run(
             raise fail(PROG, f"{option} {path}: {problem}", 2)
     if target_pid is not None and (problem := check_pid(target_pid)):
         raise fail(PROG, problem, 2)
+    if charts is not None:
+        check_charts_dir(charts)
     limits = parse_thresholds(threshold)
 
     from engine import runner  # the engine loads only when there is work to do
@@ -243,6 +253,7 @@ def run(
 
     if isinstance(result, SaturationResult):
         report_saturation(result, config, limits, hdr_log)
+        write_charts(result.to_dict(), charts)
         return
     outcomes = thresholds.evaluate(limits, result.to_dict())
     if outcomes:
@@ -261,6 +272,7 @@ def run(
     if hdr_log is not None:
         n = write_hdr_log(hdr_log, result.to_dict())
         print(f"Wrote {n} interval histograms to {hdr_log}")
+    write_charts(result.to_dict(), charts)
     if any(o.passed is False for o in outcomes):
         raise typer.Exit(3)
 
@@ -280,6 +292,35 @@ def report_saturation(result, config: RunConfig, limits, hdr_log) -> None:
         print(f"Writing JSON to {config.json}... ", end="")
         write_json(config.json, result)
         print("ok")
+
+
+def check_charts_dir(path: Path) -> None:
+    """Refuse (exit 2, before any load) a --charts that cannot be written or drawn."""
+    from engine.report.charts import ChartsUnavailable, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except ChartsUnavailable as exc:
+        raise fail(PROG, f"--charts: {exc}", 2) from None
+    if path.exists() and not path.is_dir():
+        raise fail(PROG, f"--charts {path}: not a directory", 2)
+    probe = path if path.exists() else path.parent if str(path.parent) else Path(".")
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise fail(PROG, f"--charts {path}: {probe} is not writable", 2)
+
+
+def write_charts(doc: dict, out_dir: Path | None) -> None:
+    if out_dir is None:
+        return
+    from engine.report.charts import charts as draw
+
+    made = draw(doc, out_dir)
+    print(
+        f"Wrote {len(made)} chart{'s' if len(made) != 1 else ''} to {out_dir}/: "
+        + (", ".join(p.name for p in made) or "no data to chart")
+    )
 
 
 def parse_thresholds(texts: list[str] | None) -> list[thresholds.Threshold]:
@@ -345,6 +386,13 @@ def suite(
         list[str] | None,
         typer.Option(help="Pass/fail condition on every scenario (see run --help); exit 3."),
     ] = None,
+    charts: Annotated[
+        bool,
+        typer.Option(
+            help="Draw PNG charts into <out-dir>/<stamp>-charts/ (latency and req/s over"
+            " time, memory, an overview of all scenarios). Needs matplotlib."
+        ),
+    ] = True,
 ) -> None:
     from engine import suite as suite_mod
     from engine.embedded import Embedded, EmbeddedError
@@ -393,13 +441,13 @@ def suite(
                     target_pid=emb.proxy_pid,
                 )
                 outcome = eventloop.run(
-                    suite_mod.run_suite(base, out_dir, sys.stdout, command, limits)
+                    suite_mod.run_suite(base, out_dir, sys.stdout, command, limits, charts)
                 )
         except EmbeddedError as exc:
             raise fail(PROG, str(exc), 1) from None
     else:
         outcome = eventloop.run(
-            suite_mod.run_suite(base_config(), out_dir, sys.stdout, command, limits)
+            suite_mod.run_suite(base_config(), out_dir, sys.stdout, command, limits, charts)
         )
     if outcome.failed:
         raise typer.Exit(1)
@@ -455,6 +503,28 @@ def compare(
         print(compare_docs(load_json(base), load_json(new), (base.name, new.name)), end="")
     except CompareError as exc:
         raise fail(PROG, str(exc), 2) from None
+
+
+@app.command(short_help="Draw the charts of a saved result.")
+def chart(
+    result: Annotated[Path, typer.Argument(help="A result: run, merge, saturation or suite JSON.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="The directory the PNGs go into (created).")
+    ] = Path("charts"),
+) -> None:
+    """Draw PNG charts from a saved result, as --charts does at the end of a run.
+
+    A run: <scenario>-latency.png (p50/p95/p99/max and req/s, errors/s, VUs per
+    second) and <scenario>-memory.png (the target's memory, when sampled). A
+    saturation result: saturation.png (throughput and percentiles by step, the
+    knee). A suite: suite-overview.png plus each scenario's charts. A merged
+    run is charted like a run.
+    """
+    check_charts_dir(output)
+    doc = load_json(result)
+    if not isinstance(doc, dict) or not ("suite" in doc or "scenario" in doc):
+        raise fail(PROG, f"{result}: not a chanload result (run, merge, saturation or suite)", 2)
+    write_charts(doc, output)
 
 
 def load_json(path: Path) -> dict:

@@ -13,12 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-import orjson
-
 from engine import runner, thresholds
 from engine.config import RunConfig
 from engine.report.console import HEADER_ROWS, TIMING_ROWS, summary
-from engine.report.files import append_csv
+from engine.report.files import append_csv, write_document
 from engine.report.units import format_bytes_delta, format_us
 from engine.result import RunResult
 from engine.target import TargetError
@@ -106,6 +104,7 @@ async def run_suite(
     out: TextIO,
     command: str = "chanload suite",
     limits: list[thresholds.Threshold] | None = None,
+    charts: bool = True,
 ) -> SuiteOutcome:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y.%m.%d-%H.%M")
@@ -146,15 +145,29 @@ async def run_suite(
                 f"{outcome.thresholds_failed} FAILED" if outcome.thresholds_failed else "all passed"
             )
             tee.write(f"\nThresholds over all scenarios: {word}\n")
-        outcome.json.write_bytes(
-            orjson.dumps(suite_document(base, outcome, command), option=orjson.OPT_INDENT_2)
-        )
+        document = suite_document(base, outcome, command)
+        write_document(outcome.json, document)
         tee.write(
             f"\nResults: {outcome.log}\n         {outcome.csv} (one row per scenario)\n"
             f"         {outcome.json}\n"
         )
+        if charts and outcome.results:
+            tee.write(draw_charts(document, out_dir / f"{stamp}-charts") + "\n")
         tee.flush()
     return outcome
+
+
+def draw_charts(document: dict[str, Any], where: Path) -> str:
+    """Draw the suite's charts; a chart problem never costs the results (already written)."""
+    from engine.report.charts import ChartsUnavailable, charts
+
+    try:
+        made = charts(document, where)
+    except ChartsUnavailable as exc:
+        return f"Charts: none ({exc})"
+    except Exception as exc:  # the results are safe on disk; say what went wrong
+        return f"Charts: failed: {type(exc).__name__}: {exc}"
+    return f"Charts:  {where}/ ({len(made)} PNGs)"
 
 
 def overhead(results: list[RunResult]) -> dict[str, Any] | None:

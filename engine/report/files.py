@@ -39,9 +39,17 @@ def append_csv(path: str | Path, result: RunResult) -> bool:
     return new
 
 
-def write_json(path: str | Path, result: RunResult) -> None:
-    """Write the whole RunResult; via a temporary file and a rename, never half a file."""
+def write_json(path: str | Path, result) -> None:
+    """Write the whole result (anything with to_dict(), or a dict); never half a file."""
+    write_document(path, result if isinstance(result, dict) else result.to_dict())
+
+
+def write_document(path: str | Path, doc: dict) -> None:
+    """JSON via a temporary file and a rename: the file is whole or absent."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -77,3 +77,32 @@ def test_a_frozen_sink_shows_in_the_corrected_latency_only(sink, tmp_path):
     assert r["p99_uncorrected_us"] < 100_000, r["p99_uncorrected_us"]  # uncorrected: no
     assert r["max_uncorrected_us"] >= 900_000  # the two requests caught in flight
     assert r["kept_up"] is True  # the generator itself was fine: this is the target's stall
+
+
+def test_late_requests_still_waiting_at_the_end_are_dropped_and_the_run_ends(sink, tmp_path):
+    # Two connections, 20 ms a request: 100 a second can go out of 400 due.
+    run = run_chanload(
+        tmp_path,
+        "--scenario",
+        "happy_path",
+        "--channel-url",
+        f"{sink.url}/x?delay=20",
+        "--rate",
+        "400",
+        "--duration",
+        "1.5",
+        "--concurrency",
+        "2",
+        "--quiet",
+        "--no-preflight",
+        timeout=30,
+    )
+    assert run.code == 0, run.stderr
+    r = run.result
+    assert r["scheduled"] == 600
+    assert r["error_count"] == 0
+    assert 100 <= r["total_requests"] <= 200, r["total_requests"]
+    # every scheduled request either went out or is counted as dropped
+    assert r["total_requests"] + r["dropped"] == r["scheduled"]
+    assert r["late"] >= r["dropped"] > 300
+    assert r["duration_s"] < 3  # it ended with the schedule, not after a timeout

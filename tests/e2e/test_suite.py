@@ -76,6 +76,15 @@ def test_embedded_suite_writes_log_csv_json_and_the_overhead_table(tmp_path):
     assert large["memory_verdict"].startswith("streaming")
     for pid in children_of(out.stdout):
         assert not alive(pid)
+    # charts, on by default: the overview, each scenario's latency, the proxy's memory
+    charts = tmp_path / (logs[0].name.removesuffix(".log") + "-charts")
+    names = sorted(p.name for p in charts.glob("*.png"))
+    expected = ["suite-overview.png"]
+    expected += [f"{s}-latency.png" for s in SEVEN]
+    expected += [f"{s}-memory.png" for s in SEVEN if s != "direct_sink"]
+    assert names == sorted(expected)
+    assert all(p.stat().st_size > 10_000 for p in charts.glob("*.png"))
+    assert f"Charts:  {charts}/ ({len(expected)} PNGs)" in out.stdout
 
 
 @pytest.mark.slow
@@ -156,6 +165,7 @@ def test_suite_through_any_proxy_url_with_the_scenario_in_it(sink, tmp_path):
             "2",
             "--out-dir",
             str(tmp_path),
+            "--no-charts",
         ),
         capture_output=True,
         text=True,
@@ -163,6 +173,7 @@ def test_suite_through_any_proxy_url_with_the_scenario_in_it(sink, tmp_path):
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr + out.stdout[-2000:]
+    assert not list(tmp_path.glob("*-charts")) and "Charts:" not in out.stdout
     doc = json.loads(next(tmp_path.glob("*.json")).read_text())
     urls = {r["scenario"]: r["url"] for r in doc["results"]}
     assert urls["direct_sink"] == sink.url + "/test"

@@ -111,7 +111,7 @@ def start_chansink(args: list[str], pin: list[str], log: Path, program: str = "c
 
 
 NGINX_CONF = """\
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log;
@@ -125,7 +125,7 @@ http {{
   scgi_temp_path {dir}/scgi;
   keepalive_requests 10000000;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{reuseport};
     client_max_body_size 0;
     location / {{ default_type application/json; return 200 '{body}'; }}
     location /big {{ root {dir}/www; default_type application/octet-stream; }}
@@ -135,14 +135,21 @@ http {{
 """
 
 
-def start_nginx(body: bytes, pin: list[str], big_size: int = MIB) -> Server:
-    """nginx, one worker: `/` answers ``body``, `/big` is a static file, `/upload` discards."""
+def start_nginx(body: bytes, pin: list[str], big_size: int = MIB, workers: int = 1) -> Server:
+    """nginx (one worker unless told): `/` answers ``body``, `/big` is a static file,
+    `/upload` discards. Several workers get a listening socket each (reuseport)."""
 
     def prepare(workdir: Path, port: int) -> str:
         (workdir / "www").mkdir(mode=0o755)
         (workdir / "www" / "big").write_bytes(b"x" * big_size)
         (workdir / "www" / "big").chmod(0o644)
-        return NGINX_CONF.format(dir=workdir, port=port, body=body.decode())
+        return NGINX_CONF.format(
+            dir=workdir,
+            port=port,
+            body=body.decode(),
+            workers=workers,
+            reuseport=" reuseport" if workers > 1 else "",
+        )
 
     return start_nginx_with(prepare, pin)
 
