@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, run_app
-from engine import __version__, eventloop, thresholds
+from engine import __version__, eventloop, interrupt, thresholds
 from engine.config import (
     DEFAULT_CHANNEL,
     DEFAULT_CONCURRENCY,
@@ -243,17 +244,21 @@ def run(
     from engine import runner  # the engine loads only when there is work to do
 
     try:
-        result = eventloop.run(runner.run(config, sys.stdout))
+        result = eventloop.run(interrupt.guarded(runner.run(config, sys.stdout)))
     except TargetError as exc:
         if exc.hint:
             print(exc.hint, file=sys.stderr)
         raise fail(PROG, str(exc), exc.code) from None
+    except asyncio.CancelledError:  # a second Ctrl-C: stopped at once, nothing written
+        raise fail(PROG, "interrupted twice: stopped at once, no results written", 130) from None
 
     from engine.saturation import SaturationResult
 
     if isinstance(result, SaturationResult):
         report_saturation(result, config, limits, hdr_log)
         write_charts(result.to_dict(), charts)
+        if result.interrupted:
+            raise typer.Exit(130)
         return
     outcomes = thresholds.evaluate(limits, result.to_dict())
     if outcomes:
@@ -273,6 +278,8 @@ def run(
         n = write_hdr_log(hdr_log, result.to_dict())
         print(f"Wrote {n} interval histograms to {hdr_log}")
     write_charts(result.to_dict(), charts)
+    if result.interrupted:
+        raise typer.Exit(130)
     if any(o.passed is False for o in outcomes):
         raise typer.Exit(3)
 
@@ -430,25 +437,34 @@ def suite(
 
     base_config()  # every usage error before anything starts
     limits = parse_thresholds(threshold)
-    if embedded:
-        try:
-            with Embedded(proxy_buffer=proxy_buffer, channel=channel) as emb:
-                print(emb.describe())
-                base = replace_config(
-                    base_config(),
-                    sink=emb.sink.url,
-                    channel_url=emb.channel_url,
-                    target_pid=emb.proxy_pid,
+    try:
+        if embedded:
+            try:
+                with Embedded(proxy_buffer=proxy_buffer, channel=channel) as emb:
+                    print(emb.describe())
+                    base = replace_config(
+                        base_config(),
+                        sink=emb.sink.url,
+                        channel_url=emb.channel_url,
+                        target_pid=emb.proxy_pid,
+                    )
+                    outcome = eventloop.run(
+                        interrupt.guarded(
+                            suite_mod.run_suite(base, out_dir, sys.stdout, command, limits, charts)
+                        )
+                    )
+            except EmbeddedError as exc:
+                raise fail(PROG, str(exc), 1) from None
+        else:
+            outcome = eventloop.run(
+                interrupt.guarded(
+                    suite_mod.run_suite(base_config(), out_dir, sys.stdout, command, limits, charts)
                 )
-                outcome = eventloop.run(
-                    suite_mod.run_suite(base, out_dir, sys.stdout, command, limits, charts)
-                )
-        except EmbeddedError as exc:
-            raise fail(PROG, str(exc), 1) from None
-    else:
-        outcome = eventloop.run(
-            suite_mod.run_suite(base_config(), out_dir, sys.stdout, command, limits, charts)
-        )
+            )
+    except asyncio.CancelledError:  # a second Ctrl-C: stopped at once
+        raise fail(PROG, "interrupted twice: stopped at once", 130) from None
+    if outcome.interrupted:
+        raise typer.Exit(130)
     if outcome.failed:
         raise typer.Exit(1)
     if outcome.thresholds_failed:

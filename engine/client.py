@@ -455,6 +455,20 @@ class Pool:
             else:
                 await self._idle.wait()
 
+    def abandon(self) -> int:
+        """Interrupted: give up the requests still in flight; counted apart, not as errors."""
+        count = 0
+        for vu in self.vus:
+            vu.running = False
+            conn = vu.conn
+            if conn is not None and conn.in_flight and not conn.closed:
+                conn.in_flight = False
+                self.in_flight -= 1
+                count += 1
+                conn.transport.close()
+        self.recorder.abandoned += count
+        return count
+
     async def close(self) -> None:
         # Late requests still waiting when the run ends never went out: dropped.
         self.recorder.dropped += len(self.backlog)

@@ -32,7 +32,10 @@ SUMMED = (
     "out_of_range",
     "preflight_requests",
     "concurrency",
+    "abandoned",
 )
+# Open model: summed too (each machine had its share of the rate).
+SUMMED_OPEN = ("target_rate", "scheduled", "late", "dropped")
 
 
 class MergeError(ValueError):
@@ -96,6 +99,9 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     total = out["total_requests"]
     out["rps"] = round(total / duration, 1)
     out["error_rate"] = round(100.0 * out["error_count"] / total, 1) if total else 0.0
+    out["interrupted"] = any(r.get("interrupted") for r in runs)
+    if any(r.get("target_rate") is not None for r in runs):
+        _merge_open_model(out, runs, duration)
     out["series"] = merge_series(runs, start)
     out["server_timing"] = merge_timing([r.get("server_timing") for r in runs])
     memories = [r.get("memory") for r in runs if r.get("memory")]
@@ -111,6 +117,42 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for r in runs
     ]
     return out
+
+
+def _merge_open_model(out: dict[str, Any], runs: list[dict[str, Any]], duration: float) -> None:
+    """Rates, counts and the uncorrected, send-lag and dispatch-lag histograms, added."""
+    from engine.result import KEPT_UP_LAG_US
+
+    if not all(r.get("target_rate") is not None for r in runs):
+        raise MergeError("open-model (--rate) and closed-model runs cannot be merged")
+    for key in SUMMED_OPEN:
+        out[key] = sum(r.get(key) or 0 for r in runs)
+    out["achieved_rate"] = round(out["total_requests"] / duration, 1)
+    hists = {}
+    for name in ("uncorrected", "send_lag", "dispatch_lag"):
+        h = hists[name] = new_histogram()
+        for r in runs:
+            _add(h, (r.get("open_histograms") or {}).get(name, ""))
+    out["open_histograms"] = {
+        name: h.encode().decode("ascii") if h.get_total_count() else "" for name, h in hists.items()
+    }
+    h = hists["uncorrected"]
+    if h.get_total_count():
+        pct = h.get_percentile_to_value_dict([50, 95, 99, 99.9])
+        out["p50_uncorrected_us"], out["p95_uncorrected_us"] = int(pct[50]), int(pct[95])
+        out["p99_uncorrected_us"], out["p999_uncorrected_us"] = int(pct[99]), int(pct[99.9])
+        out["max_uncorrected_us"] = int(h.get_max_value())
+    lag = hists["send_lag"]
+    if lag.get_total_count():
+        pct = lag.get_percentile_to_value_dict([50, 99])
+        out["send_lag_p50_us"], out["send_lag_p99_us"] = int(pct[50]), int(pct[99])
+        out["send_lag_max_us"] = int(lag.get_max_value())
+    dispatch = hists["dispatch_lag"]
+    if dispatch.get_total_count():
+        out["dispatch_lag_p99_us"] = int(dispatch.get_value_at_percentile(99))
+    out["kept_up"] = all(r.get("kept_up") is not False for r in runs) and (
+        (out.get("dispatch_lag_p99_us") or 0) <= KEPT_UP_LAG_US
+    )
 
 
 def merge_series(runs: list[dict[str, Any]], start: float) -> list[dict[str, Any]]:

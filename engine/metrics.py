@@ -69,6 +69,8 @@ class Recorder:
         self.scheduled = 0  # sends due by the schedule
         self.late = 0  # due when no connection was free: waited for one (counted)
         self.dropped = 0  # late ones that waited longer than the timeout: never sent
+        # Interrupted runs: requests still in flight after the grace, given up (not errors).
+        self.abandoned = 0
         self.histogram_uncorrected = new_histogram()
         self.send_lag = new_histogram()
         self.dispatch_lag = new_histogram()
@@ -241,6 +243,7 @@ class Recorder:
         "scheduled",
         "late",
         "dropped",
+        "abandoned",
     )
     HISTOGRAMS = ("histogram", "histogram_uncorrected", "send_lag", "dispatch_lag")
 

@@ -73,6 +73,7 @@ EXTRA_COLUMNS = (
     "p99_uncorrected_us",
     "p999_uncorrected_us",
     "max_uncorrected_us",
+    "abandoned",
 )
 # Open model: the generator kept up when it got to 99% of the due requests
 # within this of their time (connection waits do not count: that is the target).
@@ -145,6 +146,7 @@ class RunResult:
     memory_verdict: str | None = None
     server_timing: dict[str, Any] | None = None
     interrupted: bool = False
+    abandoned: int = 0  # interrupted: requests still in flight after the grace, given up
     thresholds: list[dict[str, Any]] | None = None
     # Open model (--rate): the seed's latency columns hold the corrected values.
     target_rate: float | None = None
@@ -162,6 +164,8 @@ class RunResult:
     p99_uncorrected_us: int | None = None
     p999_uncorrected_us: int | None = None
     max_uncorrected_us: int | None = None
+    # Open model: the other histograms, encoded, so that merged runs stay exact.
+    open_histograms: dict[str, str] | None = None
 
     @classmethod
     def build(
@@ -239,6 +243,7 @@ class RunResult:
             preflight_requests=preflight_requests,
             memory=memory,
             interrupted=interrupted,
+            abandoned=recorder.abandoned,
         )
         if target_rate is not None:
             result._open_model(recorder, target_rate, elapsed)
@@ -262,6 +267,14 @@ class RunResult:
         else:
             self.send_lag_p50_us = self.send_lag_p99_us = self.send_lag_max_us = 0
         self.kept_up = self.dispatch_lag_p99_us <= KEPT_UP_LAG_US
+        self.open_histograms = {
+            name: h.encode().decode("ascii") if h.get_total_count() else ""
+            for name, h in (
+                ("uncorrected", recorder.histogram_uncorrected),
+                ("send_lag", recorder.send_lag),
+                ("dispatch_lag", recorder.dispatch_lag),
+            )
+        }
         h = recorder.histogram_uncorrected
         if h.get_total_count():
             pct = h.get_percentile_to_value_dict([50, 95, 99, 99.9])

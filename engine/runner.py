@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import TextIO
 
-from engine import lightning, servertiming
+from engine import interrupt, lightning, servertiming
 from engine.client import Pool, build_specs
 from engine.config import RunConfig
 from engine.executors import (
@@ -105,7 +106,12 @@ async def _saturate(config, target, session, preflight_requests, out) -> Saturat
             f" p99 {format_us(result.p99_us)}, {result.error_count} errors"
             f" ({result.error_rate}%)\n"
         )
-    return SaturationResult.build(config, results)
+        if result.interrupted:
+            out.write(f"  [saturation] Interrupted in step {i}: the steps after it did not run\n")
+            break
+    saturation = SaturationResult.build(config, results)
+    saturation.interrupted = any(r.interrupted for r in results)
+    return saturation
 
 
 async def _drive(
@@ -151,6 +157,8 @@ async def _drive(
 
     server_timing = target.server_timing and session is None
     workers = min(config.workers, config.concurrency)
+    stopper = interrupt.active()
+    stop = stopper.event if stopper is not None else None
     interrupted = False
     memory: MemorySummary | None = None
     timing = None
@@ -169,6 +177,7 @@ async def _drive(
                 on_start=probe.start if probe is not None else None,
                 on_tick=progress.update,
                 announce=announce,
+                stop=stop,
             )
         else:
             elapsed, started = await load(
@@ -180,7 +189,9 @@ async def _drive(
                 on_start=probe.start if probe is not None else None,
                 on_tick=progress.update,
                 announce=announce,
+                stop=stop,
             )
+        interrupted = stop is not None and stop.is_set()
     except asyncio.CancelledError:
         interrupted = True
         raise
@@ -227,11 +238,14 @@ async def load(
     on_tick: Callable[[float, Snapshot], object] | None = None,
     announce: Callable[[str], None] | None = None,
     start_at: float | None = None,
+    stop: asyncio.Event | None = None,
 ) -> tuple[float, float]:
     """Drive ``executor``'s load at ``url`` into ``recorder``; (seconds, epoch start).
 
     ``start_at`` (a time.perf_counter() value, which every process shares)
-    makes workers start, and tick, together.
+    makes workers start, and tick, together. When ``stop`` is set (Ctrl-C:
+    engine.interrupt) no request starts any more, those in flight get
+    interrupt.GRACE seconds, and the rest are abandoned.
     """
     loop = asyncio.get_running_loop()
     scenario = config.scenario_spec
@@ -255,7 +269,7 @@ async def load(
         on_start()
     ticker = loop.create_task(_tick(recorder, pool, on_tick, t0))
     try:
-        await executor.run(pool, announce)
+        await _until_done_or_stopped(executor.run(pool, announce), pool, stop)
     finally:
         ticker.cancel()
         elapsed = time.perf_counter() - t0
@@ -264,6 +278,33 @@ async def load(
             recorder.snapshot(elapsed, max(elapsed - last, 1e-3), pool.running_vus)
         await pool.close()
     return elapsed, started
+
+
+async def _until_done_or_stopped(work, pool: Pool, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await work
+        return
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(work)
+    waiter = loop.create_task(stop.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        waiter.cancel()
+    if task.done():
+        task.result()  # the executor's exception, if any
+        return
+    pool.set_deadline(0)  # no request starts from now on
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(interrupt.GRACE):
+            await pool.wait_idle()
+    pool.abandon()
 
 
 async def _tick(recorder: Recorder, pool: Pool, on_tick, t0: float) -> None:

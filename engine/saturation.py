@@ -79,7 +79,12 @@ class SaturationResult:
             f" {'Max rate' if self.by_rate else 'Max VUs'}:"
             f"     {self.step_label(self.steps[-1]) if self.steps else '-'}",
             f" Per-step:    {self.duration:g}s",
-            f" Steps:       {len(self.steps)}",
+            f" Steps:       {len(self.steps)}"
+            + (
+                " (interrupted: partial results, the steps after the last did not run)"
+                if self.interrupted
+                else ""
+            ),
             f" Command:     {self.command}",
             LIGHT,
             f"  {head:<9}{'RPS':<11}{'Reqs':<9}{'Errors':<8}{'p50':<10}{'p95':<10}{'p99':<10}",
@@ -133,6 +138,7 @@ class SaturationResult:
                 "reason": self.knee_reason,
             },
             "knee_reason": self.knee_reason,
+            "interrupted": self.interrupted,
             "results": [r.to_dict() for r in self.steps],
             "thresholds": self.thresholds,
         }

@@ -62,6 +62,7 @@ class SuiteOutcome:
     csv: Path | None = None
     json: Path | None = None
     thresholds_failed: int = 0
+    interrupted: str | None = None  # the scenario Ctrl-C stopped
 
 
 def scenario_config(base: RunConfig, scenario: str, extra: dict[str, int]) -> RunConfig:
@@ -137,9 +138,17 @@ async def run_suite(
                 tee.write(thresholds.report(outcomes) + "\n")
             append_csv(outcome.csv, result)
             outcome.results.append(result)
+            if result.interrupted:
+                outcome.interrupted = scenario
+                break
         tee.write("\n" + comparison(outcome.results, base) + "\n")
         if outcome.failed:
             tee.write(f"\nStopped at {outcome.failed}: the scenarios after it did not run.\n")
+        if outcome.interrupted:
+            tee.write(
+                f"\nInterrupted during {outcome.interrupted} (its partial result is above):"
+                " the scenarios after it did not run.\n"
+            )
         if limits:
             word = (
                 f"{outcome.thresholds_failed} FAILED" if outcome.thresholds_failed else "all passed"
@@ -255,4 +264,5 @@ def suite_document(base: RunConfig, outcome: SuiteOutcome, command: str) -> dict
         "overhead": overhead(outcome.results),
         "failed": outcome.failed,
         "failure": outcome.failure,
+        "interrupted": outcome.interrupted,
     }

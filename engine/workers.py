@@ -18,7 +18,11 @@ big-endian length, then a pickle (both ends are this same program):
     worker -> parent   ("ready",)
     parent -> worker   ("go", start_at)
     worker -> parent   ("tick", snapshot) ... once a second
+    parent -> worker   ("stop",)  only when interrupted (Ctrl-C: engine.interrupt)
     worker -> parent   ("done", export, elapsed, started_epoch)
+
+A worker ignores SIGINT (Ctrl-C reaches the whole process group): the parent
+decides, and sends "stop"; a worker whose parent went away (EOF) stops too.
 
 A worker's stderr goes to a file that the parent shows if the worker fails.
 """
@@ -33,6 +37,7 @@ import signal
 import struct
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, replace
 from typing import Any, BinaryIO
@@ -98,8 +103,12 @@ async def run_workers(
     on_start=None,
     on_tick=None,
     announce=None,
+    stop: asyncio.Event | None = None,
 ) -> tuple[float, float]:
-    """Run ``config``'s load in ``count`` processes into ``recorder``; (seconds, epoch start)."""
+    """Run ``config``'s load in ``count`` processes into ``recorder``; (seconds, epoch start).
+
+    When ``stop`` is set, every worker is told to stop (as an interrupted run).
+    """
     from engine.runner import make_executor
 
     # The workers need no secrets and no command line: the parent reports.
@@ -136,13 +145,15 @@ async def run_workers(
         whole = make_executor(config)
         if announce is not None and hasattr(whole, "announcements"):
             speaker = asyncio.create_task(_announce(whole.announcements(), start_at, announce))
+        relay = asyncio.create_task(_relay_stop(stop, workers)) if stop is not None else None
         try:
             await asyncio.gather(*readers)
         finally:
             for task in readers:
                 task.cancel()
-            if speaker is not None:
-                speaker.cancel()
+            for task in (speaker, relay):
+                if task is not None:
+                    task.cancel()
         exports = []
         elapsed, started = 0.0, float("inf")
         for worker in workers:
@@ -204,6 +215,14 @@ async def _read(worker: _Worker, seconds: _Seconds) -> None:
         seconds.update()
 
 
+async def _relay_stop(stop: asyncio.Event, workers: list[_Worker]) -> None:
+    await stop.wait()
+    for worker in workers:
+        if worker.proc.returncode is None and worker.done is None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                worker.send(("stop",))
+
+
 async def _announce(lines: list[tuple[float, str]], start_at: float, announce) -> None:
     for offset, line in lines:
         await asyncio.sleep(max(0.0, start_at + offset - time.perf_counter()))
@@ -246,9 +265,24 @@ def main() -> None:
     def tick(_now: float, snap: Snapshot) -> None:
         send(frames, ("tick", asdict(snap)))
 
-    elapsed, started = eventloop.run(
-        load(config, url, server_timing, recorder, executor, on_tick=tick, start_at=start_at)
-    )
+    async def drive() -> tuple[float, float]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def listen() -> None:
+            # The next frame can only be "stop"; EOF (the parent went away) stops too.
+            with contextlib.suppress(BaseException):
+                _read_frame(commands)
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by then
+                loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=listen, name="stop-listener", daemon=True).start()
+        return await load(
+            config, url, server_timing, recorder, executor, on_tick=tick, start_at=start_at,
+            stop=stop,
+        )  # fmt: skip
+
+    elapsed, started = eventloop.run(drive())
     send(frames, ("done", recorder.export(), elapsed, started))
 
 

@@ -68,6 +68,11 @@ def summary(result: RunResult) -> str:
     if result.statuses:
         lines.append(" Status codes:")
         lines += [f"       {code}: {n}" for code, n in sorted(result.statuses.items())]
+    if result.abandoned:
+        lines.append(
+            f" Abandoned:   {result.abandoned} (still in flight when the grace after the"
+            " interrupt ran out: not counted as requests or errors)"
+        )
     kinds = {k: n for k, n in result.errors.items() if n}
     if kinds:
         lines.append(" Error kinds:")

@@ -324,3 +324,48 @@ def test_saturation_against_lightning_resets_the_collector_per_step(standin, sin
     assert " Saturation Test Results" in run.stdout
     assert "Tearing down telemetry collector... ok" in run.stdout
     assert leftovers(standin)["table"] == Atom("undefined")
+
+
+def test_interrupted_lightning_run_reports_timing_and_tears_the_collector_down(
+    standin, sink, tmp_path
+):
+    out_json = tmp_path / "r.json"
+    log = tmp_path / "out.txt"
+    proc = subprocess.Popen(
+        chanload_command(
+            "run",
+            "--scenario",
+            "happy_path",
+            "--duration",
+            "60",
+            "--concurrency",
+            "2",
+            "--json",
+            str(out_json),
+            *lightning_args(standin, sink),
+        ),
+        stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "Command:" not in log.read_text():  # the banner: the load starts now
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        # and the collector is there while it runs
+        assert leftovers(standin)["table"] != Atom("undefined")
+        proc.send_signal(2)  # SIGINT
+        code = proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 130, text
+    assert "Tearing down telemetry collector... ok" in text
+    r = json.loads(out_json.read_text())
+    assert r["interrupted"] is True
+    assert r["server_timing"]["events"]["request"]["count"] == r["total_requests"] > 0
+    left = leftovers(standin)
+    assert left["table"] == Atom("undefined")
+    assert left["handlers"] == []

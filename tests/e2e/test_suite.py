@@ -116,6 +116,14 @@ def test_sigint_stops_the_suite_and_its_children(tmp_path):
             proc.kill()
     assert code == 130
     wait_until(lambda: not any(alive(p) for p in pids), 10, "the children to go")
+    # what ran is kept: direct_sink whole, happy_path partial, nothing after it
+    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert doc["interrupted"] == "happy_path"
+    assert [r["scenario"] for r in doc["results"]] == ["direct_sink", "happy_path"]
+    assert [r["interrupted"] for r in doc["results"]] == [False, True]
+    rows = list(csv.DictReader(next(tmp_path.glob("*.csv")).open()))
+    assert [r["interrupted"] for r in rows] == ["false", "true"]
+    assert "Interrupted during happy_path" in log.read_text()
 
 
 @pytest.mark.slow

@@ -15,12 +15,20 @@ from engine.result import RunResult
 from engine.thresholds import ThresholdError, evaluate, parse
 
 
-def result_from(latencies_per_second: list[list[int]], start: float, statuses=None) -> dict:
+def result_from(
+    latencies_per_second: list[list[int]], start: float, statuses=None, rate=None, open_model=None
+) -> dict:
     rec = Recorder()
     for i, values in enumerate(latencies_per_second):
         rec.latencies += values
         rec.statuses[200] = rec.statuses.get(200, 0) + len(values)
+        if open_model is not None:
+            rec.latencies_uncorrected += [v // 2 for v in values]
+            rec.send_lags += [v // 10 for v in values]
+            rec.dispatch_lags += [v // 100 for v in values]
         rec.snapshot(float(i + 1), 1.0, 2)
+    if open_model is not None:
+        rec.scheduled, rec.late, rec.dropped = open_model
     for status, n in (statuses or {}).items():
         rec.statuses[status] = rec.statuses.get(status, 0) + n
     r = RunResult.build(
@@ -35,6 +43,7 @@ def result_from(latencies_per_second: list[list[int]], start: float, statuses=No
         parser="httptools",
         command="chanload run",
         config={},
+        target_rate=rate,
     )
     return r.to_dict()
 
@@ -65,6 +74,47 @@ def test_merge_equals_one_run_over_the_union_of_samples():
     for got, want in zip(merged["series"], union["series"], strict=True):
         assert got["requests"] == want["requests"]
         assert (got["p50_us"], got["p99_us"]) == (want["p50_us"], want["p99_us"])
+
+
+def test_merge_of_open_model_runs_adds_rates_counts_and_every_histogram():
+    rng = random.Random(9)
+    a = [[rng.randint(100, 50_000) for _ in range(900)] for _ in range(2)]
+    b = [[rng.randint(300, 70_000) for _ in range(700)] for _ in range(2)]
+    start = 1_700_000_000.0
+    merged = merge(
+        [
+            result_from(a, start, rate=500.0, open_model=(1000, 30, 2)),
+            result_from(b, start + 0.1, rate=400.0, open_model=(800, 10, 1)),
+        ]
+    )
+    union = result_from(
+        [x + y for x, y in zip(a, b, strict=True)], start, rate=900.0, open_model=(1800, 40, 3)
+    )
+    for key in (
+        "target_rate",
+        "scheduled",
+        "late",
+        "dropped",
+        "p50_uncorrected_us",
+        "p99_uncorrected_us",
+        "p999_uncorrected_us",
+        "max_uncorrected_us",
+        "send_lag_p50_us",
+        "send_lag_p99_us",
+        "send_lag_max_us",
+        "dispatch_lag_p99_us",
+        "kept_up",
+    ):
+        assert merged[key] == union[key], key
+    assert merged["p50_uncorrected_us"] < merged["p50_us"]  # not the corrected ones
+    assert merged["achieved_rate"] == round(merged["total_requests"] / merged["duration_s"], 1)
+
+
+def test_merge_refuses_open_with_closed_model_runs():
+    a = result_from([[100]], 1.0, rate=10.0, open_model=(1, 0, 0))
+    b = result_from([[100]], 1.0)
+    with pytest.raises(ValueError, match="open-model"):
+        merge([a, b])
 
 
 def test_merge_refuses_different_scenarios():

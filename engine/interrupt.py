@@ -1,0 +1,94 @@
+"""Ctrl-C and SIGTERM during a run: stop, keep what was measured, exit 130.
+
+The first SIGINT or SIGTERM stops sending (as if the deadline had come),
+gives the requests in flight up to GRACE seconds to finish, and lets the run
+end the normal way: the partial result is printed and written (CSV, JSON,
+charts) marked as interrupted, the telemetry collector is torn down, child
+processes are stopped, and the program exits 130. Requests still in flight
+after the grace are abandoned: counted apart, not as errors (the target did
+nothing wrong). A second signal stops at once: the main task is cancelled,
+which still runs every ``finally`` (children, collector), but writes nothing.
+
+The CLI wraps the whole command in :func:`guarded`; the runner asks
+:func:`active` whether to watch for a stop. Code run without ``guarded``
+(tests, a worker process, which its parent stops) is not interrupted by
+signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any, TextIO, TypeVar
+
+T = TypeVar("T")
+
+GRACE = 2.0  # seconds in-flight requests get after the first signal
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupt:
+    """Whether (and by which signal) the user asked the run to stop."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.signals = 0
+        self.signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    def request(self, name: str = "stop") -> None:
+        if self.signal_name is None:
+            self.signal_name = name
+        self.event.set()
+
+
+_active: Interrupt | None = None
+
+
+def active() -> Interrupt | None:
+    """The Interrupt of the command being run, if it was started through guarded()."""
+    return _active
+
+
+def requested() -> bool:
+    return _active is not None and _active.requested
+
+
+async def guarded(main: Coroutine[Any, Any, T], err: TextIO | None = None) -> T:
+    """Await ``main`` with SIGINT/SIGTERM turned into a graceful stop (then a hard one)."""
+    global _active
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    interrupt = Interrupt()
+    stream = err or sys.stderr
+
+    def on_signal(name: str) -> None:
+        interrupt.signals += 1
+        if interrupt.signals == 1:
+            interrupt.request(name)
+            stream.write(
+                f"\n{name}: stopping; requests in flight get {GRACE:g}s, then the partial"
+                " results are reported (again to quit at once)\n"
+            )
+            stream.flush()
+        else:
+            task.cancel()
+
+    previous = _active
+    _active = interrupt
+    installed = []
+    try:
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+        return await main
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        _active = previous
