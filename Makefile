@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint bench perf-sink perf-engine perf-proxy otp28 clean
+.PHONY: install test lint bench perf-sink perf-engine perf-proxy reliability otp28 clean
 
 install: $(BIN)/chanload
 
@@ -47,6 +47,12 @@ perf-engine: install
 # chanproxy vs nginx as the same channel proxy, under the same chanload load (needs nginx).
 perf-proxy: install
 	$(BIN)/python -m tests.perf.perf_proxy
+
+# The fault, interrupt, limit, output and fuzz tests at full size (5,000 malformed
+# responses per client parser, 10,000 malformed requests per server), their
+# figures -> bench_results/reliability.md and docs/reliability.md.
+reliability: install
+	$(BIN)/python -m tests.fuzz.report
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis *.egg-info

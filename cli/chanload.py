@@ -24,6 +24,7 @@ from engine.config import (
     RunConfig,
     masked_argv,
 )
+from engine.limits import ensure_open_files
 from engine.probes import check_pid
 from engine.report.console import summary
 from engine.report.files import append_csv, write_json
@@ -240,6 +241,8 @@ def run(
     if charts is not None:
         check_charts_dir(charts)
     limits = parse_thresholds(threshold)
+    if problem := ensure_open_files(config.concurrency):
+        raise fail(PROG, problem, 2)
 
     from engine import runner  # the engine loads only when there is work to do
 
@@ -437,6 +440,8 @@ def suite(
 
     base_config()  # every usage error before anything starts
     limits = parse_thresholds(threshold)
+    if problem := ensure_open_files(concurrency):
+        raise fail(PROG, problem, 2)
     try:
         if embedded:
             try:

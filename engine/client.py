@@ -38,6 +38,11 @@ INLINE_BODY_MAX = 64 * 1024
 # of four 256 KiB writes (measured with strace against wrk's single write).
 BODY_SLICE = 4 * 1024 * 1024
 
+# Connects in progress at once: thousands of VUs starting together would
+# overflow the target's accept backlog (SYNs dropped, retried a second later):
+# they are staggered through this many slots instead.
+CONNECT_SLOTS = 1024
+
 # Reconnect back-off after consecutive connect failures (seconds).
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
@@ -77,7 +82,16 @@ def build_specs(
 class VU:
     """A virtual user: runs requests one after another while ``running``."""
 
-    __slots__ = ("conn", "connecting", "failures", "index", "next_spec", "running")
+    __slots__ = (
+        "conn",
+        "connected",
+        "connecting",
+        "failures",
+        "held",
+        "index",
+        "next_spec",
+        "running",
+    )
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -86,6 +100,8 @@ class VU:
         self.connecting = False
         self.failures = 0  # consecutive connect failures
         self.next_spec = index  # rotates through the request kinds
+        self.connected = False  # ever had a connection
+        self.held = False  # connect, but send nothing until Pool.go()
 
 
 class ClientConnection:
@@ -367,6 +383,7 @@ class Pool:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._connects: set[asyncio.Task] = set()
+        self._connect_slots = asyncio.Semaphore(CONNECT_SLOTS)
         self._sweeper: asyncio.Task | None = None
 
     # -- what executors call -------------------------------------------------
@@ -381,14 +398,31 @@ class Pool:
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep())
 
-    def start_vu(self) -> VU:
-        """Add a VU and start its loop."""
+    def start_vu(self, held: bool = False) -> VU:
+        """Add a VU and start its loop (``held``: only connect, until go())."""
         vu = VU(len(self.vus))
         self.vus.append(vu)
         vu.running = True
+        vu.held = held
         self._idle.clear()
         self._ensure_connection(vu)
         return vu
+
+    async def connected(self, timeout: float) -> None:
+        """Until every VU has a connection or has failed to get one at least once."""
+        deadline = self.loop.time() + timeout
+        while self.loop.time() < deadline and not all(
+            vu.conn is not None or vu.failures or not vu.running for vu in self.vus
+        ):
+            await asyncio.sleep(0.002)
+
+    def go(self) -> None:
+        """Held VUs start sending: together, once the connect storm is over."""
+        for vu in self.vus:
+            vu.held = False
+            conn = vu.conn
+            if vu.running and conn is not None and not conn.closed and not conn.in_flight:
+                self._ensure_connection(vu)
 
     def stop_vu(self, vu: VU) -> None:
         """The VU finishes the request in flight, then stops."""
@@ -472,6 +506,7 @@ class Pool:
     async def close(self) -> None:
         # Late requests still waiting when the run ends never went out: dropped.
         self.recorder.dropped += len(self.backlog)
+        self.recorder.unconnected_vus += sum(1 for vu in self.vus if not vu.connected)
         self.backlog.clear()
         for task in list(self._connects):
             task.cancel()
@@ -527,12 +562,17 @@ class Pool:
                     if not (vu.running and perf_ns() < self.deadline_ns):
                         return
                 try:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-                    # cancellation that races with completion (bpo-42130).
-                    async with asyncio.timeout(self.timeout):
-                        _, conn = await self.loop.create_connection(
-                            lambda: self.connection_class(vu, self), self.url.host, self.url.port
-                        )
+                    async with self._connect_slots:
+                        if not (vu.running and perf_ns() < self.deadline_ns):
+                            return
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow
+                        # a cancellation that races with completion (bpo-42130).
+                        async with asyncio.timeout(self.timeout):
+                            _, conn = await self.loop.create_connection(
+                                lambda: self.connection_class(vu, self),
+                                self.url.host,
+                                self.url.port,
+                            )
                 except (OSError, TimeoutError) as exc:
                     vu.failures += 1
                     detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
@@ -540,8 +580,9 @@ class Pool:
                     continue
                 vu.conn = conn
                 vu.connecting = False
+                vu.connected = True
                 vu.failures = 0
-                if vu.running and perf_ns() < self.deadline_ns:
+                if vu.running and perf_ns() < self.deadline_ns and not vu.held:
                     if self.open_model:
                         self.release(conn)
                     else:

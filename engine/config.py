@@ -179,8 +179,10 @@ class RunConfig:
             out.append(f"--rate must be > 0 requests a second, got {self.rate:g}")
         if not 1 <= self.workers <= MAX_WORKERS:
             out.append(f"--workers must be 1-{MAX_WORKERS}, got {self.workers}")
-        elif self.concurrency >= 1 and self.workers > self.concurrency and (
-            self.scenario != "saturation"
+        elif (
+            self.concurrency >= 1
+            and self.workers > self.concurrency
+            and self.scenario != "saturation"
         ):
             out.append(
                 f"--workers {self.workers} needs --concurrency of at least {self.workers}"

@@ -30,8 +30,9 @@ from engine import __version__
 USER_AGENT = f"chanload/{__version__}"
 _HEAD_END = b"\r\n\r\n"
 _TIMING_NAMES = (b"\r\nserver-timing:", b"\r\nServer-Timing:", b"\r\nSERVER-TIMING:")
-# A response header section longer than this is not searched any further.
-MAX_HEAD_BYTES = 1024 * 1024
+# A response header section longer than this is a protocol error (both
+# parsers): it bounds what is kept, and an endless header section fails fast.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class RemoteProtocolError(Exception):
@@ -166,6 +167,11 @@ class HttptoolsFramer(ResponseFramer):
                     self._acc = READ_BUFFER[:n]
             else:
                 self._find_split_head_end(n)
+            if self._head_end < 0 and wire + n > MAX_HEAD_BYTES:
+                self._acc = None
+                self._wire = wire + n
+                self.protocol_error(f"response header section over {MAX_HEAD_BYTES} bytes")
+                return
         self._wire = wire + n
         try:
             self._parser.feed_data(READ_VIEW[:n])
@@ -194,7 +200,7 @@ class HttptoolsFramer(ResponseFramer):
 
     def _find_split_head_end(self, n: int) -> None:
         acc = self._acc
-        if acc is None or len(acc) > MAX_HEAD_BYTES:
+        if acc is None:
             return  # llhttp will have failed or will fail on such a head
         start = max(0, len(acc) - 3)
         acc += READ_VIEW[:n]
@@ -247,7 +253,7 @@ class H11Framer(ResponseFramer):
     """Responses parsed by h11: strict, and about 30 us per response."""
 
     def __init__(self) -> None:
-        self._conn = h11.Connection(h11.CLIENT)
+        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._wire = 0
         self._body = 0
         self._status = 0

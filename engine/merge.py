@@ -33,6 +33,7 @@ SUMMED = (
     "preflight_requests",
     "concurrency",
     "abandoned",
+    "unconnected_vus",
 )
 # Open model: summed too (each machine had its share of the rate).
 SUMMED_OPEN = ("target_rate", "scheduled", "late", "dropped")

@@ -71,6 +71,8 @@ class Recorder:
         self.dropped = 0  # late ones that waited longer than the timeout: never sent
         # Interrupted runs: requests still in flight after the grace, given up (not errors).
         self.abandoned = 0
+        # VUs that never got a connection (still connecting, or failing, at the end).
+        self.unconnected_vus = 0
         self.histogram_uncorrected = new_histogram()
         self.send_lag = new_histogram()
         self.dispatch_lag = new_histogram()
@@ -244,6 +246,7 @@ class Recorder:
         "late",
         "dropped",
         "abandoned",
+        "unconnected_vus",
     )
     HISTOGRAMS = ("histogram", "histogram_uncorrected", "send_lag", "dispatch_lag")
 

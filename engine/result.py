@@ -74,6 +74,7 @@ EXTRA_COLUMNS = (
     "p999_uncorrected_us",
     "max_uncorrected_us",
     "abandoned",
+    "unconnected_vus",
 )
 # Open model: the generator kept up when it got to 99% of the due requests
 # within this of their time (connection waits do not count: that is the target).
@@ -147,6 +148,7 @@ class RunResult:
     server_timing: dict[str, Any] | None = None
     interrupted: bool = False
     abandoned: int = 0  # interrupted: requests still in flight after the grace, given up
+    unconnected_vus: int = 0  # VUs that never got a connection
     thresholds: list[dict[str, Any]] | None = None
     # Open model (--rate): the seed's latency columns hold the corrected values.
     target_rate: float | None = None
@@ -244,6 +246,7 @@ class RunResult:
             memory=memory,
             interrupted=interrupted,
             abandoned=recorder.abandoned,
+            unconnected_vus=recorder.unconnected_vus,
         )
         if target_rate is not None:
             result._open_model(recorder, target_rate, elapsed)

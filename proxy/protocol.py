@@ -87,6 +87,7 @@ def json_response(status: int, payload: object, keep_alive: bool = True) -> byte
 NOT_FOUND = {"error": "Not Found"}
 BAD_GATEWAY = {"error": "Bad Gateway"}
 GATEWAY_TIMEOUT = {"error": "Gateway Timeout"}
+BAD_REQUEST = {"error": "Bad Request"}
 
 
 class Exchange:
@@ -412,6 +413,34 @@ class Exchange:
         if self.request_done:
             self.answer_locally()
 
+    def request_broken(self) -> None:
+        """The rest of this request cannot be parsed: 400 and close, never a wait.
+
+        The sink's side of it is stopped; an answer already under way is cut
+        off (the client sees a terminated response).
+        """
+        self.keep_alive = False
+        self.request_done = True
+        if self.finished:
+            return
+        self._cancel_timer()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.exchange = None
+            conn.abort()
+        if self.response_started:
+            self.finished = True
+            self.proto.abort()
+            return
+        self.kind = "failed"
+        self.admin = False
+        self.local_status, self.local_payload = 400, BAD_REQUEST
+        if self.proto.active is self:
+            self.answer_locally()
+
     def answer_locally(self) -> None:
         if self.finished:
             return
@@ -684,11 +713,13 @@ class ProxyProtocol(asyncio.Protocol):
             )
             self.close()
         else:
-            # Answer what came before, then close.
-            self.incoming = None
-            for ex in list(self.exchanges)[1:]:
+            # Answer what came before, then close; a request whose head was
+            # read but whose body broke gets its 400 in its turn.
+            broken, self.incoming = self.incoming, None
+            for ex in self.exchanges:
                 ex.keep_alive = False
-            self.exchanges[-1].keep_alive = False
+            if broken is not None and broken in self.exchanges:
+                broken.request_broken()
 
     def close(self) -> None:
         if not self.closed:

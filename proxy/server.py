@@ -12,6 +12,7 @@ from typing import TextIO
 from proxy.config import ProxyConfig
 from proxy.protocol import ProxyProtocol, Shared
 from proxy.registry import Registry
+from sink.limits import raise_open_files
 
 
 class ServeError(Exception):
@@ -20,6 +21,7 @@ class ServeError(Exception):
 
 async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    raise_open_files()
     loop = asyncio.get_running_loop()
     shared = Shared(config, registry, loop)
     try:

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from sink.config import SinkConfig
 from sink.context import SinkContext
+from sink.limits import raise_open_files
 from sink.protocol import SinkProtocol
 
 BANNER_RULE = "=" * 51
@@ -87,6 +88,7 @@ class _Ticker:
 async def serve(config: SinkConfig, out: TextIO | None = None) -> int:
     """Serve until SIGINT/SIGTERM; return the exit code."""
     out = out or sys.stdout
+    raise_open_files()
     loop = asyncio.get_running_loop()
     ctx = SinkContext(config, access_log=out if config.access_log else None)
     try:

@@ -23,8 +23,15 @@ class ConstantVUs:
         return self.vus if 0 <= t < self.duration else 0
 
     async def run(self, pool, announce=None) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         pool.set_deadline(self.duration)
+        # Connect first, then send: thousands of VUs connecting while the first
+        # ones already load the target (and this loop) connect slowly, and a
+        # VU still connecting at the end has measured nothing.
         for _ in range(self.vus):
-            pool.start_vu()
-        await asyncio.sleep(self.duration)
+            pool.start_vu(held=True)
+        await pool.connected(self.duration)
+        pool.go()
+        await asyncio.sleep(max(0.0, self.duration - (loop.time() - started)))
         await pool.wait_idle()

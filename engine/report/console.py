@@ -68,6 +68,11 @@ def summary(result: RunResult) -> str:
     if result.statuses:
         lines.append(" Status codes:")
         lines += [f"       {code}: {n}" for code, n in sorted(result.statuses.items())]
+    if result.unconnected_vus:
+        lines.append(
+            f" Unconnected: {result.unconnected_vus} of {result.concurrency} VUs never got a"
+            " connection (see the connect errors, or a target slow to accept)"
+        )
     if result.abandoned:
         lines.append(
             f" Abandoned:   {result.abandoned} (still in flight when the grace after the"

@@ -239,3 +239,24 @@ def test_the_buffer_control_grows_with_the_bodies(proxy_factory, sink, tmp_path)
     asyncio.run(asyncio.wait_for(_through(proxy.port, path, 32 * MIB, 32 * MIB, 8), 180))
     peak = rss_bytes(proxy.pid, "VmHWM")
     assert peak - idle > 64 * MIB, f"--buffer grew only {(peak - idle) / MIB:.1f} MiB"
+
+
+@pytest.mark.parametrize("to_channel", [False, True])
+def test_a_request_body_that_breaks_after_its_head_gets_400_not_a_hang(
+    proxy_factory, sink, tmp_path, to_channel
+):
+    # Found by the request fuzzer: the head routes the request (to a channel or
+    # to a 404), then the chunked body is garbage. It used to wait forever.
+    proxy = proxy_factory("--channels", channels_file(tmp_path, sink.url))
+    path = f"/channels/{CHANNEL_ID}/x" if to_channel else "/"
+    data = f"POST {path} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        s.sendall(data + b"\x00zz\r\n")
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b'{"error":"Bad Request"}' in answer
+    # and the proxy goes on serving
+    assert httpx.get(f"http://127.0.0.1:{proxy.port}/channels/{CHANNEL_ID}/ok").status_code == 200

@@ -21,21 +21,31 @@ class FakePool:
         self.requests: list[tuple[int, float, float]] = []  # (vu, start, end)
         self.tasks: list[asyncio.Task] = []
         self.t0 = 0.0
+        self.going = asyncio.Event()
+        self.connect_waits = 0
 
     def set_deadline(self, seconds_from_now: float) -> None:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + seconds_from_now
 
-    def start_vu(self) -> int:
+    def start_vu(self, held: bool = False) -> int:
         vu = len(self.started)
         self.started.append(time.monotonic() - self.t0)
-        self.tasks.append(asyncio.get_running_loop().create_task(self._loop(vu)))
+        self.tasks.append(asyncio.get_running_loop().create_task(self._loop(vu, held)))
         return vu
+
+    async def connected(self, timeout: float) -> None:
+        self.connect_waits += 1
+
+    def go(self) -> None:
+        self.going.set()
 
     def stop_vu(self, vu) -> None:
         self.tasks[vu].cancel()
 
-    async def _loop(self, vu: int) -> None:
+    async def _loop(self, vu: int, held: bool) -> None:
+        if held:
+            await self.going.wait()
         while time.monotonic() < self.deadline:
             start = time.monotonic() - self.t0
             await asyncio.sleep(self.request_time)
@@ -57,6 +67,7 @@ def test_constant_vus_runs_n_vus_until_the_deadline():
     # never a request started after the deadline; in flight ones finished
     assert max(s for _, s, _ in pool.requests) < 0.5
     assert pool.in_flight_at(0.25) == 5
+    assert pool.connect_waits == 1  # every VU connected before any sent
 
 
 def test_ramping_vus_follow_the_seeds_steps():

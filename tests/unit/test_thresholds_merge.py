@@ -18,6 +18,12 @@ from engine.thresholds import ThresholdError, evaluate, parse
 def result_from(
     latencies_per_second: list[list[int]], start: float, statuses=None, rate=None, open_model=None
 ) -> dict:
+    return build_result(latencies_per_second, start, statuses, rate, open_model).to_dict()
+
+
+def build_result(
+    latencies_per_second: list[list[int]], start: float, statuses=None, rate=None, open_model=None
+) -> RunResult:
     rec = Recorder()
     for i, values in enumerate(latencies_per_second):
         rec.latencies += values
@@ -45,7 +51,7 @@ def result_from(
         config={},
         target_rate=rate,
     )
-    return r.to_dict()
+    return r
 
 
 def test_merge_equals_one_run_over_the_union_of_samples():
