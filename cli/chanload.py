@@ -33,7 +33,10 @@ from engine.scenarios import SCENARIOS
 from engine.target import TargetError
 
 PROG = "chanload"
-_ARGV: list[str] = []
+_ARGV: list[str] = []  # what is parsed
+_SHOWN: list[str] = []  # what the reconstructed command shows (secrets masked later)
+# Set in the environment of the process re-executed without --cookie in its argv.
+COOKIE_MOVED = "CHANLOAD_COOKIE_FROM_ARGV"
 
 app = typer.Typer(
     add_completion=False,
@@ -227,7 +230,7 @@ def run(
             preflight=preflight,
             sample_interval=sample_interval,
             target_pid=target_pid,
-            argv=tuple(_ARGV[1:] if _ARGV[:1] == ["run"] else _ARGV),
+            argv=tuple(_SHOWN[1:] if _SHOWN[:1] == ["run"] else _SHOWN),
         )
     except ConfigError as exc:
         for problem in exc.problems[:-1]:
@@ -411,7 +414,7 @@ def suite(
         raise fail(PROG, "--embedded starts its own proxy: leave out --channel-url and --node", 2)
     if out_dir.exists() and not out_dir.is_dir():
         raise fail(PROG, f"--out-dir {out_dir}: not a directory", 2)
-    words = ["chanload", "suite", *masked_argv(_ARGV[1:] if _ARGV[:1] == ["suite"] else _ARGV)]
+    words = ["chanload", "suite", *masked_argv(_SHOWN[1:] if _SHOWN[:1] == ["suite"] else _SHOWN)]
     command = " ".join(words)
 
     def base_config(**overrides) -> RunConfig:
@@ -581,7 +584,36 @@ def unwritable(path: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     _ARGV[:] = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        move_cookie_out_of_argv(_ARGV)  # re-executes itself when --cookie is there
+    _SHOWN[:] = _ARGV
+    if os.environ.pop(COOKIE_MOVED, None) == "1":
+        _SHOWN.extend(["--cookie", "***"])
     sys.exit(run_app(app, PROG, _ARGV))
+
+
+def move_cookie_out_of_argv(argv: list[str]) -> None:
+    """Keep the Erlang cookie out of ``ps``: /proc/PID/cmdline is world-readable.
+
+    A ``--cookie`` given on the command line is moved into CHANLOAD_COOKIE
+    (the environment is readable by the same user only) and chanload
+    re-executes itself once without it. Nothing changes for the user: the
+    command shown still says ``--cookie ***``.
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--cookie" and i + 1 < len(argv):
+            value, rest = argv[i + 1], argv[:i] + argv[i + 2 :]
+            break
+        if arg.startswith("--cookie="):
+            value, rest = arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+            break
+    else:
+        return
+    if any(a == "--cookie" or a.startswith("--cookie=") for a in rest):
+        return  # given twice: left for the usage error
+    env = dict(os.environ, CHANLOAD_COOKIE=value, **{COOKIE_MOVED: "1"})
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "cli.chanload", *rest], env)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from engine import __version__, eventloop
 from sink.config import (
     DEFAULT_BODY_SIZE,
     DEFAULT_GRACE_S,
+    DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
+    DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_PORT,
     DEFAULT_STATUS,
     ConfigError,
@@ -107,6 +109,20 @@ def chansink(
         float,
         typer.Option(min=0, help="Seconds in-flight answers get to finish on Ctrl-C/SIGTERM."),
     ] = DEFAULT_GRACE_S,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a request may take to arrive (its head, up to its first body"
+            " byte); slower ones get 408 and the connection is closed (slowloris)."
+        ),
+    ] = DEFAULT_HEADER_TIMEOUT_S,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a keep-alive connection may do nothing before it is closed"
+            " (not in timeout mode, which holds connections on purpose)."
+        ),
+    ] = DEFAULT_IDLE_TIMEOUT_S,
     version: Annotated[
         bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
@@ -124,6 +140,8 @@ def chansink(
             access_log=access_log,
             seed=seed,
             grace=grace,
+            header_timeout=header_timeout,
+            idle_timeout=idle_timeout,
         )
     except ConfigError as exc:
         raise fail("chansink", str(exc), 2) from None

@@ -90,6 +90,7 @@ ERR_INVALID_AUTH_HEADER = error_body("invalid authorization header")
 ERR_UNAVAILABLE = error_body("service unavailable")
 ERR_BAD_REQUEST = error_body("bad request")
 ERR_HEADERS_TOO_LARGE = error_body("request header fields too large")
+ERR_REQUEST_TIMEOUT = error_body("request timeout: it did not arrive in time")
 
 
 def http_date(now: float | None = None) -> bytes:

@@ -18,6 +18,12 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_DELAY_MS = 24 * 3600 * 1000
 # Graceful shutdown: in-flight responses get this long to finish.
 DEFAULT_GRACE_S = 5.0
+# Slow clients: a request still arriving after this many seconds gets 408 and
+# the connection is closed (slowloris); a keep-alive connection with nothing
+# going on for this long is closed (nginx's keepalive_timeout is 75 s too).
+# Checked once a second, so they act within a second of the limit.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_IDLE_TIMEOUT_S = 75.0
 
 
 class Mode(enum.StrEnum):
@@ -44,6 +50,8 @@ class SinkConfig:
     stats_interval: float = 1.0
     grace: float = DEFAULT_GRACE_S
     seed: int | None = None
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -63,6 +71,10 @@ class SinkConfig:
             out.append(f"--stats-interval must be > 0, got {self.stats_interval}")
         if self.grace < 0:
             out.append(f"--grace must be >= 0, got {self.grace}")
+        if not self.header_timeout > 0:
+            out.append(f"--header-timeout must be > 0, got {self.header_timeout}")
+        if not self.idle_timeout > 0:
+            out.append(f"--idle-timeout must be > 0, got {self.idle_timeout}")
         if not self.host:
             out.append("--host must not be empty")
         return out

@@ -33,6 +33,7 @@ class SinkStats:
         "open",
         "requests",
         "responses",
+        "timed_out",
     )
 
     def __init__(self) -> None:
@@ -44,6 +45,7 @@ class SinkStats:
         self.bytes_in = 0
         self.body_bytes_in = 0
         self.bytes_out = 0
+        self.timed_out = 0  # connections closed by --header-timeout or --idle-timeout
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -54,6 +56,7 @@ class SinkContext:
         "_cache",
         "_head_cache",
         "access_log",
+        "clock",
         "config",
         "connections",
         "date",
@@ -87,6 +90,7 @@ class SinkContext:
         self.fast: dict[bytes, bytes] = {}
         self.filler_fd = bodies.filler_file() if config.sendfile else None
         self.date = b""
+        self.clock = time.monotonic()  # refreshed once a second: timeouts' coarse clock
         self.tick()
 
     def close(self) -> None:
@@ -98,6 +102,7 @@ class SinkContext:
 
     def tick(self, now: float | None = None) -> None:
         """Refresh the Date header; prebuilt responses carry it, so drop them."""
+        self.clock = time.monotonic()
         date = bodies.http_date(now)
         if date != self.date:
             self.date = date

@@ -37,6 +37,9 @@ class SinkProtocol(asyncio.BufferedProtocol):
         "_fast",
         "_head_bytes",
         "_head_raw",
+        "_head_started",
+        "_idle_mark",
+        "_idle_since",
         "_in_head",
         "_in_message",
         "_log",
@@ -80,6 +83,11 @@ class SinkProtocol(asyncio.BufferedProtocol):
         self._plain = True  # no Authorization, Expect or Connection header
         self._head_bytes = 0
         self._head_raw = 0
+        # Timeouts (checked by the server's once-a-second sweep): when the
+        # request being read began, and since when nothing has happened.
+        self._head_started = ctx.clock
+        self._idle_mark = 0.0
+        self._idle_since: float | None = None
 
     # -- asyncio callbacks ---------------------------------------------------
 
@@ -155,6 +163,7 @@ class SinkProtocol(asyncio.BufferedProtocol):
             self._in_message = True
             self._in_head = True
             self._url = url
+            self._head_started = self._ctx.clock
         self._head_bytes += len(url)
         if self._head_bytes > MAX_HEADER_BYTES:
             raise HeaderTooLarge
@@ -251,9 +260,10 @@ class SinkProtocol(asyncio.BufferedProtocol):
                 self._ctx.remember_fast(url, data)
         replies.submit(pending, data)
 
-    def _refuse(self, status: int, body: bytes) -> None:
+    def _refuse(self, status: int, body: bytes, count: bool = True) -> None:
         """Answer a request we cannot parse (after the ones before it), then close."""
-        self._stats.bad_requests += 1
+        if count:
+            self._stats.bad_requests += 1
         self._replies.stop_reading()
         self._in_message = False
         self._in_head = False
@@ -262,6 +272,29 @@ class SinkProtocol(asyncio.BufferedProtocol):
         self._replies.submit(Pending(reply, False, False, False, b"-", b"-", time.monotonic()))
 
     # -- server control ------------------------------------------------------
+
+    def sweep(self, now: float, header_timeout: float, idle_timeout: float | None) -> None:
+        """Once a second: close a connection whose request is too slow to arrive
+        (408 first), or that has done nothing for ``idle_timeout`` (None: never)."""
+        replies = self._replies
+        if replies.closed or replies.reading_done:
+            return
+        if self._in_head:
+            if now - self._head_started > header_timeout:
+                self._stats.timed_out += 1
+                self._refuse(408, bodies.ERR_REQUEST_TIMEOUT, count=False)
+            return
+        if idle_timeout is None or self._in_message or not replies.idle:
+            self._idle_since = None
+            return
+        if self._idle_since is None or self._idle_mark != self._head_started:
+            # Idle now, or a request came and went since the last look.
+            self._idle_since = now
+            self._idle_mark = self._head_started
+            return
+        if now - self._idle_since > idle_timeout:
+            self._stats.timed_out += 1
+            replies.close()
 
     def shutdown(self) -> None:
         """Close now if idle; otherwise after the replies already owed."""

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import TextIO
 
-from sink.config import SinkConfig
+from sink.config import Mode, SinkConfig
 from sink.context import SinkContext
 from sink.limits import raise_open_files
 from sink.protocol import SinkProtocol
@@ -66,6 +66,11 @@ class _Ticker:
     def once(self) -> None:
         ctx = self.ctx
         ctx.tick()
+        config = ctx.config
+        # timeout mode holds connections on purpose: no idle timeout there
+        idle = None if config.mode is Mode.timeout else config.idle_timeout
+        for conn in list(ctx.connections):
+            conn.sweep(ctx.clock, config.header_timeout, idle)
         s = ctx.stats
         now = time.monotonic()
         snapshot = (s.requests, s.bytes_in, s.bytes_out, s.open)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 from engine.beam.dist import Node
 from engine.beam.terms import Atom
@@ -369,3 +370,30 @@ def test_interrupted_lightning_run_reports_timing_and_tears_the_collector_down(
     left = leftovers(standin)
     assert left["table"] == Atom("undefined")
     assert left["handlers"] == []
+
+
+def test_the_cookie_given_on_the_command_line_is_not_in_ps(standin, sink, tmp_path):
+    log = tmp_path / "out.txt"
+    proc = subprocess.Popen(
+        chanload_command(
+            "run", "--scenario", "happy_path", "--duration", "2", "--concurrency", "1",
+            *lightning_args(standin, sink),
+        ),
+        stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "Command:" not in log.read_text():  # running, after the re-exec
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()  # what ps shows
+        assert standin.cookie.encode() not in cmdline
+        assert b"cli.chanload" in cmdline and b"--node" in cmdline
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "--cookie ***" in text and standin.cookie not in text

@@ -84,20 +84,24 @@ class ChanloadRun:
             proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT)
         t_load = None
         cpu0 = 0.0
+        sampling = True
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
             if t_load is None and "Starting load test" in self.out.read_text():
                 t_load = time.monotonic()
                 cpu0 = cpu_seconds(proc.pid)
-            if t_load is not None:
+            if t_load is not None and sampling:
                 try:
                     self.samples.append((time.monotonic() - t_load, rss_bytes(proc.pid)))
                     self.cpu = cpu_seconds(proc.pid) - cpu0
-                except (OSError, RuntimeError):
-                    break
+                except (OSError, RuntimeError, AssertionError):
+                    # The process is exiting (its /proc entry half gone): stop
+                    # sampling, keep waiting for the exit.
+                    sampling = False
             time.sleep(0.05)
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
             raise RuntimeError(f"chanload did not finish in {timeout}s")
         if proc.returncode != 0:
             raise RuntimeError(f"chanload failed: {self.out.read_text()[-2000:]}")
