@@ -10,7 +10,9 @@ import typer
 from cli.errors import fail, run_app
 from engine import __version__, eventloop
 from proxy.config import (
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,
     DEFAULT_UPSTREAM_TIMEOUT,
     ConfigError,
@@ -71,6 +73,17 @@ def chanproxy(
     upstream_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the sink's response head before 504.")
     ] = DEFAULT_UPSTREAM_TIMEOUT,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a request head may take to arrive; slower ones (slowloris) get"
+            " 408 and the connection is closed."
+        ),
+    ] = DEFAULT_HEADER_TIMEOUT,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds a keep-alive connection may do nothing before it is closed."),
+    ] = DEFAULT_IDLE_TIMEOUT,
     version: Annotated[
         bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
@@ -83,6 +96,8 @@ def chanproxy(
             channels_file=channels,
             buffer=buffer,
             upstream_timeout=upstream_timeout,
+            header_timeout=header_timeout,
+            idle_timeout=idle_timeout,
         )
         registry = Registry.from_file(channels) if channels else Registry()
     except (ConfigError, ChannelError) as exc:

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.beam.dist import BadRpc, DistError, Node
+from engine.beam.dist import BadRpc, DistError, Node, RpcTimeout
 from engine.beam.terms import Atom
 from engine.config import RunConfig, parse_url
 from engine.metrics import new_histogram
@@ -33,6 +33,7 @@ EVENTS = [
 ]
 COLLECTOR = "Elixir.Chanload.TelemetryCollector"
 CONNECT_TIMEOUT = 2.0
+STALLED_TIMEOUT = 3.0  # seconds per call once the node has stopped answering
 
 
 class LightningError(TargetError):
@@ -100,6 +101,9 @@ class Session:
         self.out = out
         self.channel: dict | None = None
         self.collector = False
+        # The node stopped answering (a call timed out): what is left to ask
+        # after the run (timing, teardown) gets short timeouts, not the usual.
+        self.stalled = False
 
     @classmethod
     async def connect(cls, node_name: str, cookie: str, out: TextIO) -> Session:
@@ -261,8 +265,11 @@ class Session:
         if not self.collector:
             return None
         try:
-            summary = await self.node.rpc(COLLECTOR, "summary", [], timeout=15)
+            summary = await self.node.rpc(
+                COLLECTOR, "summary", [], timeout=STALLED_TIMEOUT if self.stalled else 15
+            )
         except DistError as exc:
+            self.stalled = self.stalled or isinstance(exc, RpcTimeout)
             return ServerTiming(lost=str(exc), source="Lightning telemetry")
         return timing_from_collector(summary)
 
@@ -270,13 +277,17 @@ class Session:
         if not self.collector or self.node.lost is not None:
             return
         self.out.write("Tearing down telemetry collector... ")
+        timeout = STALLED_TIMEOUT if self.stalled else 10
         try:
-            await self.node.rpc(COLLECTOR, "stop", [], timeout=10)
-            await self.node.rpc("code", "purge", [Atom(COLLECTOR)], timeout=10)
-            await self.node.rpc("code", "delete", [Atom(COLLECTOR)], timeout=10)
+            await self.node.rpc(COLLECTOR, "stop", [], timeout=timeout)
+            await self.node.rpc("code", "purge", [Atom(COLLECTOR)], timeout=timeout)
+            await self.node.rpc("code", "delete", [Atom(COLLECTOR)], timeout=timeout)
             self.out.write("ok\n")
         except DistError as exc:
-            self.out.write(f"failed ({exc})\n")
+            self.out.write(
+                f"failed ({exc}); until the node restarts, its telemetry handler stays"
+                ' attached: :telemetry.detach("chanload-telemetry-collector") removes it\n'
+            )
         self.collector = False
 
     async def memory(self) -> dict[str, int]:
@@ -335,6 +346,7 @@ def beam_probe(session: Session, interval: float) -> MemoryProbe:
         try:
             mem = await session.memory()
         except DistError as exc:
+            session.stalled = session.stalled or isinstance(exc, RpcTimeout)
             raise ProbeLost(str(exc)) from None
         return {
             "total": mem.get("total", 0),

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
 DEFAULT_UPSTREAM_TIMEOUT = 30.0
+# Slow clients, as chansink: a request head still arriving after this gets 408
+# and a close; a keep-alive connection with nothing going on is closed.
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 75.0
 MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -26,6 +30,8 @@ class ProxyConfig:
     max_idle_per_sink: int = 256
     grace: float = 5.0
     stats_interval: float = 1.0
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
 
     def __post_init__(self) -> None:
         problems = []
@@ -35,6 +41,10 @@ class ProxyConfig:
             problems.append(f"--upstream-timeout must be > 0, got {self.upstream_timeout}")
         if not self.connect_timeout > 0:
             problems.append(f"--connect-timeout must be > 0, got {self.connect_timeout}")
+        if not self.header_timeout > 0:
+            problems.append(f"--header-timeout must be > 0, got {self.header_timeout}")
+        if not self.idle_timeout > 0:
+            problems.append(f"--idle-timeout must be > 0, got {self.idle_timeout}")
         if problems:
             raise ConfigError("; ".join(problems))
 

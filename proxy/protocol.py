@@ -40,7 +40,15 @@ ADMIN_BODY_MAX = 64 * 1024
 
 
 class Stats:
-    __slots__ = ("bad_requests", "errors_502", "errors_504", "open", "proxied", "requests")
+    __slots__ = (
+        "bad_requests",
+        "errors_502",
+        "errors_504",
+        "open",
+        "proxied",
+        "requests",
+        "timed_out",
+    )
 
     def __init__(self) -> None:
         self.requests = 0
@@ -49,6 +57,7 @@ class Stats:
         self.errors_504 = 0
         self.bad_requests = 0
         self.open = 0
+        self.timed_out = 0  # client connections closed by --header-timeout or --idle-timeout
 
 
 class Shared:
@@ -65,13 +74,20 @@ class Shared:
         self.waiting: set[Exchange] = set()
 
     async def sweep(self) -> None:
-        """504 for every exchange whose sink is late: one pass per tick, no timer each."""
+        """504 for every exchange whose sink is late: one pass per tick, no timer each;
+        once a second, the client connections' header and idle timeouts."""
         interval = min(0.1, self.config.upstream_timeout / 10)
+        next_client_sweep = time.monotonic() + 1.0
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for exchange in [e for e in self.waiting if e.deadline <= now]:
                 exchange.timed_out()
+            if now >= next_client_sweep:
+                next_client_sweep = now + 1.0
+                clock = time.perf_counter()
+                for conn in list(self.connections):
+                    conn.sweep(clock)
 
 
 def json_response(status: int, payload: object, keep_alive: bool = True) -> bytes:
@@ -88,6 +104,11 @@ NOT_FOUND = {"error": "Not Found"}
 BAD_GATEWAY = {"error": "Bad Gateway"}
 GATEWAY_TIMEOUT = {"error": "Gateway Timeout"}
 BAD_REQUEST = {"error": "Bad Request"}
+ERROR_PHRASES = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+}
 
 
 class Exchange:
@@ -488,6 +509,9 @@ class ProxyProtocol(asyncio.Protocol):
         self._out: list | None = None  # corked: writes wait to go out in one writev
         self.feeding = False
         self.corked: list[UpstreamConnection] = []
+        self.heads = 0  # requests begun on this connection (the idle sweep's activity mark)
+        self._idle_mark = -1
+        self._idle_since: float | None = None
 
     @property
     def active(self) -> Exchange | None:
@@ -564,6 +588,7 @@ class ProxyProtocol(asyncio.Protocol):
         if self.incoming is None:
             self.incoming = Exchange(self, url, time.perf_counter())
             self.shared.stats.requests += 1
+            self.heads += 1
         else:
             self.incoming.url += url
         self.incoming.head_bytes += len(url)
@@ -694,8 +719,9 @@ class ProxyProtocol(asyncio.Protocol):
             nxt.activate()
         self.unblock_reading("upstream")
 
-    def _bad_request(self, status: int) -> None:
-        self.shared.stats.bad_requests += 1
+    def _bad_request(self, status: int, count: bool = True) -> None:
+        if count:
+            self.shared.stats.bad_requests += 1
         self._reading_done = True
         if not self.closed:
             self.transport.pause_reading()
@@ -703,11 +729,7 @@ class ProxyProtocol(asyncio.Protocol):
             self.write(
                 json_response(
                     status,
-                    {
-                        "error": "Bad Request"
-                        if status == 400
-                        else "Request Header Fields Too Large"
-                    },
+                    {"error": ERROR_PHRASES.get(status, "Bad Request")},
                     False,
                 )
             )
@@ -720,6 +742,28 @@ class ProxyProtocol(asyncio.Protocol):
                 ex.keep_alive = False
             if broken is not None and broken in self.exchanges:
                 broken.request_broken()
+
+    def sweep(self, now: float) -> None:
+        """Close a connection whose request head is too slow to arrive (408 first),
+        or that has done nothing for --idle-timeout. ``now``: time.perf_counter()."""
+        if self.closed or self._reading_done:
+            return
+        config = self.shared.config
+        incoming = self.incoming
+        if incoming is not None and incoming not in self.exchanges:
+            if now - incoming.started > config.header_timeout:
+                self.shared.stats.timed_out += 1
+                self._bad_request(408, count=False)
+            return
+        if self.exchanges or incoming is not None:
+            self._idle_since = None
+            return
+        if self._idle_since is None or self._idle_mark != self.heads:
+            self._idle_since, self._idle_mark = now, self.heads
+            return
+        if now - self._idle_since > config.idle_timeout:
+            self.shared.stats.timed_out += 1
+            self.close()
 
     def close(self) -> None:
         if not self.closed:

@@ -68,7 +68,10 @@ UNLINK_ID = 35
 UNLINK_ID_ACK = 36
 PASS_THROUGH = 112
 
-TICK_INTERVAL = 15.0  # send a tick when nothing was written for this long
+# Erlang's net_ticktime: a connection that has heard nothing (not even a tick)
+# for this long is down: the node is stalled, or the network is. Erlang ticks
+# every net_ticktime/4; so do we.
+NET_TICKTIME = 60.0
 
 
 class DistError(Exception):
@@ -181,7 +184,15 @@ class _Pending:
 class Node:
     """One distribution connection to a remote node, as a hidden node."""
 
-    def __init__(self, remote: str, reader, writer, our_name: str, creation: int) -> None:
+    def __init__(
+        self,
+        remote: str,
+        reader,
+        writer,
+        our_name: str,
+        creation: int,
+        net_ticktime: float = NET_TICKTIME,
+    ) -> None:
         self.remote = remote
         self.our_name = Atom(our_name)
         self.creation = creation
@@ -191,6 +202,8 @@ class Node:
         self._ref_ids = itertools.count(1)
         self._pending: dict[Reference, _Pending] = {}
         self._last_write = time.monotonic()
+        self._last_read = time.monotonic()
+        self.net_ticktime = net_ticktime
         self._closed = False
         self.lost: str | None = None  # why the connection ended, once it has
         self._reader_task = asyncio.get_running_loop().create_task(self._read_frames())
@@ -199,7 +212,9 @@ class Node:
     # -- connecting ----------------------------------------------------------
 
     @classmethod
-    async def connect(cls, node: str, cookie: str, timeout: float = 5.0) -> Node:
+    async def connect(
+        cls, node: str, cookie: str, timeout: float = 5.0, net_ticktime: float = NET_TICKTIME
+    ) -> Node:
         name, host = split_node(node)
         port = await epmd_port(name, host, timeout)
         remote = f"{name}@{host}"
@@ -219,7 +234,7 @@ class Node:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(remote, reader, writer, ours, creation)
+        return cls(remote, reader, writer, ours, creation, net_ticktime)
 
     # -- calls -----------------------------------------------------------------
 
@@ -281,6 +296,7 @@ class Node:
         try:
             while True:
                 header = await self._reader.readexactly(4)
+                self._last_read = time.monotonic()
                 (length,) = struct.unpack(">I", header)
                 if length == 0:
                     self._write(header)  # answer the tick
@@ -333,9 +349,20 @@ class Node:
                 )
 
     async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_INTERVAL / 3)
-            if time.monotonic() - self._last_write >= TICK_INTERVAL:
+        quarter = self.net_ticktime / 4
+        while self.lost is None:
+            await asyncio.sleep(quarter / 2)
+            now = time.monotonic()
+            if now - self._last_read > self.net_ticktime:
+                # What net_kernel does: nothing heard for net_ticktime, the node is down.
+                self.lost = (
+                    f"nothing heard from the node for {self.net_ticktime:g}s (net_ticktime):"
+                    " it is stalled, or the network is"
+                )
+                self._fail_all(self.lost)
+                self._writer.close()
+                return
+            if now - self._last_write >= quarter:
                 self._write(b"\0\0\0\0")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
 
@@ -136,6 +137,33 @@ def test_a_reply_that_never_comes_times_out(erl_factory):
             await n.close()
 
     assert run(scenario()) == node.name
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_a_stalled_node_is_down_after_net_ticktime_and_calls_fail_at_once(erl_factory, release):
+    node = erl_factory(release, "-kernel", "net_ticktime", "4")
+
+    async def scenario():
+        n = await Node.connect(node.name, node.cookie, net_ticktime=4)
+        try:
+            await asyncio.sleep(2)
+            assert await n.rpc("erlang", "node", []) == node.name  # alive, ticking
+            call = asyncio.ensure_future(n.rpc("timer", "sleep", [10_000], timeout=60))
+            await asyncio.sleep(0.2)  # the call is on the node
+            node.proc.send_signal(signal.SIGSTOP)  # stalled: the socket stays open
+            started = time.monotonic()
+            try:
+                with pytest.raises(NodeDown, match="net_ticktime"):
+                    await call
+            finally:
+                node.proc.send_signal(signal.SIGCONT)
+            return time.monotonic() - started, n.lost
+        finally:
+            await n.close()
+
+    took, lost = run(scenario())
+    assert took < 4 + 3  # net_ticktime, plus a check interval, not the call's 60 s
+    assert "nothing heard from the node for 4s" in lost
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import json
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -239,7 +240,7 @@ def test_node_killed_mid_run_the_run_still_finishes(standin, sink, tmp_path):
     r = run.result
     assert r["memory"]["lost_at"] is not None
     assert "sampling lost at" in run.stdout
-    assert r["server_timing"]["lost"]
+    assert r["server_timing"] and r["server_timing"]["lost"], run.stdout[-3000:]
     assert r["transport_errors"] > 0  # the proxy died with the node
     assert r["responses"] > 0  # and answered before that
     assert run.elapsed < 4 + 2 + 6
@@ -397,3 +398,41 @@ def test_the_cookie_given_on_the_command_line_is_not_in_ps(standin, sink, tmp_pa
             proc.kill()
     text = log.read_text()
     assert "--cookie ***" in text and standin.cookie not in text
+
+
+def test_a_node_stalled_mid_run_the_run_still_ends_with_bounded_waits(standin, sink, tmp_path):
+    # SIGSTOP: the node (and the proxy it serves) stops answering, its socket stays open.
+    out_json = tmp_path / "r.json"
+    log = tmp_path / "out.txt"
+    proc = subprocess.Popen(
+        chanload_command(
+            "run", "--scenario", "happy_path", "--duration", "3", "--concurrency", "2",
+            "--timeout", "2", "--json", str(out_json), *lightning_args(standin, sink),
+        ),
+        stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "Starting load test" not in log.read_text():  # collector deployed, load on
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        standin.proc.send_signal(signal.SIGSTOP)
+        stalled = time.monotonic()
+        code = proc.wait(60)
+        took = time.monotonic() - stalled
+    finally:
+        standin.proc.send_signal(signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    r = json.loads(out_json.read_text())
+    assert r["errors"]["timeout"] > 0  # the requests in flight at the stall
+    assert r["memory"]["lost_at"] is not None and "no answer" in r["memory"]["lost_reason"]
+    assert r["server_timing"]["lost"]
+    assert "Tearing down telemetry collector... failed" in text
+    # the rest of the load, the 2 s timeout, a 5 s memory sample, then 3 s per call
+    assert took < 20, f"took {took:.1f}s after the stall"
