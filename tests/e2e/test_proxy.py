@@ -315,9 +315,8 @@ def test_a_sink_that_dies_mid_stream_gives_the_client_a_cut_off_response(
     proxy = proxy_factory("--channels", channels_file(tmp_path, sink.url))
     size = 2 * 1024 * MIB  # far more than the sockets buffer: the sink is still sending
     with socket.create_connection(("127.0.0.1", proxy.port)) as s:
-        s.sendall(
-            f"GET /channels/{CHANNEL_ID}/big?response_size={size} HTTP/1.1\r\nhost: x\r\n\r\n".encode()
-        )
+        target = f"/channels/{CHANNEL_ID}/big?response_size={size}"
+        s.sendall(f"GET {target} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
         head = b""
         while b"\r\n\r\n" not in head:
             head += s.recv(65536)

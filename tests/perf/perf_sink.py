@@ -9,6 +9,10 @@
    and chansink's RSS over each run. Target: >= 3 GiB/s with flat RSS (peak
    within 16 MiB of the start). Moving 1 MiB bodies costs the receiving side
    most, so these runs give wrk two threads and pin nothing.
+3. Idle connections: chansink's small-response req/s under the same wrk load
+   with and without 5,000 idle keep-alive connections held open beside it
+   (slowloris-style clients that never send), alternating. Target: the active
+   clients slowed by no more than 2x (ratio of the medians >= 0.5).
 
 Writes bench_results/perf-sink.md (and the raw numbers under bench_results/raw/).
 """
@@ -16,7 +20,10 @@ Writes bench_results/perf-sink.md (and the raw numbers under bench_results/raw/)
 from __future__ import annotations
 
 import argparse
+import contextlib
+import resource
 import shlex
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -40,6 +47,8 @@ from tests.perf.common import (
 )
 
 TARGET_RATIO = 0.95
+IDLE_CONNECTIONS = 5000
+TARGET_IDLE_RATIO = 0.5
 TARGET_GIBPS = 3.0
 FLAT_RSS = 16 * MIB
 SERVERS = ("chansink", "nginx")
@@ -88,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                     results[kind][name].append((res, proc.summary()))
                     rate = f"{res.rps:12,.0f} req/s" if small else f"{gibps(res):8.2f} GiB/s"
                     print(f"round {r + 1} {kind:8s} {name:8s} {rate}", flush=True)
+        idle = idle_connections(args, started["chansink"], gen_pin)
     finally:
         for srv in started.values():
             srv.stop()
@@ -100,12 +110,34 @@ def main(argv: list[str] | None = None) -> int:
             kind: {n: [{"wrk": vars(w), "proc": p} for w, p in v] for n, v in per.items()}
             for kind, per in results.items()
         },
+        "idle": {k: [vars(w) for w in v] for k, v in idle.items()},
     }
-    report, ok = render(args, raw["versions"], results)
+    report, ok = render(args, raw["versions"], results, idle)
     path = write_report("perf-sink", report, raw)
     print(report)
     print(f"written: {path}")
     return 0 if ok else 1
+
+
+def idle_connections(args, sink, gen_pin) -> dict[str, list]:
+    """wrk on chansink with and without IDLE_CONNECTIONS idle connections beside it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = IDLE_CONNECTIONS + 256
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, want), hard))
+    out: dict[str, list] = {"without": [], "with": []}
+    url = f"http://127.0.0.1:{sink.port}/test"
+    for r in range(args.rounds):
+        order = ("without", "with") if r % 2 == 0 else ("with", "without")
+        for kind in order:
+            with contextlib.ExitStack() as stack:
+                if kind == "with":
+                    for _ in range(IDLE_CONNECTIONS):
+                        stack.enter_context(socket.create_connection(("127.0.0.1", sink.port)))
+                res = run_wrk(url, args.duration, args.connections, gen_pin)
+            out[kind].append(res)
+            print(f"round {r + 1} idle     {kind:8s} {res.rps:12,.0f} req/s", flush=True)
+    return out
 
 
 def gibps(res) -> float:
@@ -116,7 +148,7 @@ def command_line() -> str:
     return "python -m tests.perf.perf_sink " + shlex.join(sys.argv[1:])
 
 
-def render(args, info, results) -> tuple[str, bool]:
+def render(args, info, results, idle) -> tuple[str, bool]:
     lines = [
         "# perf-sink: chansink vs nginx",
         "",
@@ -191,6 +223,34 @@ def render(args, info, results) -> tuple[str, bool]:
             f" **{'met' if met else 'NOT met'}**.",
             "",
         ]
+    med_idle = {k: median([w.rps for w in v]) for k, v in idle.items()}
+    idle_ratio = med_idle["with"] / med_idle["without"]
+    idle_errors = sum(sum(w.errors.values()) + w.non_2xx for v in idle.values() for w in v)
+    idle_ok = idle_ratio >= TARGET_IDLE_RATIO and not idle_errors
+    ok = ok and idle_ok
+    lines += [
+        f"## {IDLE_CONNECTIONS:,} idle connections beside the load",
+        "",
+        f"chansink, 256-byte responses, `wrk -t1 -c{args.connections}`, with and without"
+        f" {IDLE_CONNECTIONS:,} idle keep-alive connections (opened, never used) held open"
+        " during the run.",
+        "",
+        "| round | without: req/s | p99 | with: req/s | p99 | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, (a, b) in enumerate(zip(idle["without"], idle["with"], strict=True)):
+        lines.append(
+            f"| {i + 1} | {a.rps:,.0f} | {a.p99_s * 1e6:.0f} us | {b.rps:,.0f}"
+            f" | {b.p99_s * 1e6:.0f} us | {b.rps / a.rps:.3f} |"
+        )
+    lines += [
+        f"| **median** | **{med_idle['without']:,.0f}** | | **{med_idle['with']:,.0f}** |"
+        f" | **{idle_ratio:.3f}** |",
+        "",
+        f"Errors: {idle_errors}. Target: active clients slowed by no more than 2x (ratio >="
+        f" {TARGET_IDLE_RATIO}): **{'met' if idle_ok else 'NOT met'}**.",
+        "",
+    ]
     lines += ["## Versions", "", versions_table(info), ""]
     return "\n".join(lines), ok
 
