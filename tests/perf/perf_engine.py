@@ -115,7 +115,7 @@ class ChanloadRun:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=10, help="seconds per comparison run")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--long-duration", type=float, default=600, help="seconds of the long run")
     ap.add_argument("--rate-duration", type=float, default=5, help="seconds per --rate run")
     args = ap.parse_args(argv)
