@@ -32,6 +32,7 @@ GROUPS = {
     "tests/e2e/test_interrupt.py": "Ctrl-C / SIGTERM during a run",
     "tests/e2e/test_limits.py": "open-file limits, 5,000 connections",
     "tests/unit/test_outputs.py": "CSV and JSON written whole or not at all",
+    "tests/e2e/test_sink_timeouts.py": "slow clients: header and idle timeouts, idle connections",
     "tests/fuzz": "fuzzing (client responses; sink and proxy requests)",
 }
 # Tests whose failure would mean a result lost or corrupted.
@@ -120,7 +121,7 @@ def render(args, cases: list[dict], tally: list[dict], code: int, took: float) -
             "",
             f"- Fuzz cases tried: **{total:,}**; unhandled exceptions (crashes): **{crashes}**;"
             f" hangs: **{hangs}**",
-            f"- Fault, interrupt, limit and output tests: {len(others)},"
+            f"- Fault, interrupt, limit, output and slow-client tests: {len(others)},"
             f" failed: {sum(1 for c in others if c['state'] == 'failed')}",
             f"- Results lost or corrupted: **{lost}** (failures among the tests that check"
             " results are written whole)",
