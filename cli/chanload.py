@@ -27,7 +27,7 @@ from engine.config import (
 from engine.limits import ensure_open_files
 from engine.probes import check_pid
 from engine.report.console import summary
-from engine.report.files import append_csv, write_json
+from engine.report.files import append_csv, write_document, write_json
 from engine.report.hdrlog import write_hdr_log
 from engine.scenarios import SCENARIOS
 from engine.target import TargetError
@@ -203,39 +203,34 @@ def run(
         ),
     ] = True,
 ) -> None:
-    try:
-        config = RunConfig(
-            scenario=scenario,
-            concurrency=concurrency,
-            duration=duration,
-            rate=rate,
-            slo_p99_ms=slo_p99,
-            slo_error_rate=slo_error_rate,
-            workers=workers,
-            target=target,
-            sink=sink,
-            node=node,
-            cookie=cookie or os.environ.get("CHANLOAD_COOKIE"),
-            channel=channel,
-            channel_url=channel_url,
-            payload_size=payload_size,
-            response_size=response_size,
-            delay=delay,
-            timeout=timeout,
-            parser=parser,
-            csv=str(csv) if csv else None,
-            json=str(json) if json else None,
-            quiet=quiet,
-            progress=not quiet and sys.stdout.isatty(),
-            preflight=preflight,
-            sample_interval=sample_interval,
-            target_pid=target_pid,
-            argv=tuple(_SHOWN[1:] if _SHOWN[:1] == ["run"] else _SHOWN),
-        )
-    except ConfigError as exc:
-        for problem in exc.problems[:-1]:
-            print(f"{PROG}: error: {problem}", file=sys.stderr)
-        raise fail(PROG, exc.problems[-1], 2) from None
+    config = make_config(
+        scenario=scenario,
+        concurrency=concurrency,
+        duration=duration,
+        rate=rate,
+        slo_p99_ms=slo_p99,
+        slo_error_rate=slo_error_rate,
+        workers=workers,
+        target=target,
+        sink=sink,
+        node=node,
+        cookie=cookie,
+        channel=channel,
+        channel_url=channel_url,
+        payload_size=payload_size,
+        response_size=response_size,
+        delay=delay,
+        timeout=timeout,
+        parser=parser,
+        csv=str(csv) if csv else None,
+        json=str(json) if json else None,
+        quiet=quiet,
+        progress=not quiet and sys.stdout.isatty(),
+        preflight=preflight,
+        sample_interval=sample_interval,
+        target_pid=target_pid,
+        argv=tuple(shown_args("run")),
+    )
     for option, path in (("--csv", csv), ("--json", json), ("--hdr-log", hdr_log)):
         if path is not None and (problem := unwritable(path)):
             raise fail(PROG, f"{option} {path}: {problem}", 2)
@@ -305,6 +300,21 @@ def report_saturation(result, config: RunConfig, limits, hdr_log) -> None:
         print(f"Writing JSON to {config.json}... ", end="")
         write_json(config.json, result)
         print("ok")
+
+
+def make_config(*, cookie: str | None, **options) -> RunConfig:
+    """A RunConfig, or exit 2 with every problem on its own line (the last one via fail)."""
+    try:
+        return RunConfig(cookie=cookie or os.environ.get("CHANLOAD_COOKIE"), **options)
+    except ConfigError as exc:
+        for problem in exc.problems[:-1]:
+            print(f"{PROG}: error: {problem}", file=sys.stderr)
+        raise fail(PROG, exc.problems[-1], 2) from None
+
+
+def shown_args(command: str) -> list[str]:
+    """The command line as shown in reports, without the subcommand's own name."""
+    return _SHOWN[1:] if _SHOWN[:1] == [command] else list(_SHOWN)
 
 
 def check_charts_dir(path: Path) -> None:
@@ -414,34 +424,24 @@ def suite(
         raise fail(PROG, "--embedded starts its own proxy: leave out --channel-url and --node", 2)
     if out_dir.exists() and not out_dir.is_dir():
         raise fail(PROG, f"--out-dir {out_dir}: not a directory", 2)
-    words = ["chanload", "suite", *masked_argv(_SHOWN[1:] if _SHOWN[:1] == ["suite"] else _SHOWN)]
-    command = " ".join(words)
-
-    def base_config(**overrides) -> RunConfig:
-        try:
-            return RunConfig(
-                scenario="direct_sink",
-                concurrency=concurrency,
-                duration=duration,
-                target=target,
-                sink=sink,
-                node=node,
-                cookie=cookie or os.environ.get("CHANLOAD_COOKIE"),
-                channel=channel,
-                channel_url=channel_url,
-                timeout=timeout,
-                parser=parser,
-                quiet=True,
-                target_pid=target_pid,
-                workers=workers,
-                **overrides,
-            )
-        except ConfigError as exc:
-            for problem in exc.problems[:-1]:
-                print(f"{PROG}: error: {problem}", file=sys.stderr)
-            raise fail(PROG, exc.problems[-1], 2) from None
-
-    base_config()  # every usage error before anything starts
+    command = " ".join(["chanload", "suite", *masked_argv(shown_args("suite"))])
+    # Every usage error before anything starts; the scenarios are derived from it.
+    base = make_config(
+        scenario="direct_sink",
+        concurrency=concurrency,
+        duration=duration,
+        target=target,
+        sink=sink,
+        node=node,
+        cookie=cookie,
+        channel=channel,
+        channel_url=channel_url,
+        timeout=timeout,
+        parser=parser,
+        quiet=True,
+        target_pid=target_pid,
+        workers=workers,
+    )
     limits = parse_thresholds(threshold)
     if problem := ensure_open_files(concurrency):
         raise fail(PROG, problem, 2)
@@ -451,7 +451,7 @@ def suite(
                 with Embedded(proxy_buffer=proxy_buffer, channel=channel) as emb:
                     print(emb.describe())
                     base = replace_config(
-                        base_config(),
+                        base,
                         sink=emb.sink.url,
                         channel_url=emb.channel_url,
                         target_pid=emb.proxy_pid,
@@ -466,7 +466,7 @@ def suite(
         else:
             outcome = eventloop.run(
                 interrupt.guarded(
-                    suite_mod.run_suite(base_config(), out_dir, sys.stdout, command, limits, charts)
+                    suite_mod.run_suite(base, out_dir, sys.stdout, command, limits, charts)
                 )
             )
     except asyncio.CancelledError:  # a second Ctrl-C: stopped at once
@@ -491,7 +491,6 @@ def merge(
     wall-clock second. Start every run at the same time (e.g. with the same
     --duration from one scheduler) for the series to line up.
     """
-    import orjson
 
     from engine.merge import MergeError
     from engine.merge import merge as merge_runs
@@ -503,9 +502,7 @@ def merge(
         merged = merge_runs(docs)
     except (MergeError, KeyError) as exc:
         raise fail(PROG, f"cannot merge: {exc}", 2) from None
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_bytes(orjson.dumps(merged, option=orjson.OPT_INDENT_2))
-    tmp.replace(output)
+    write_document(output, merged)
     print(
         f"Merged {len(docs)} runs: {merged['total_requests']} requests, {merged['rps']} req/s,"
         f" p50 {merged['p50_us']} us, p99 {merged['p99_us']} us, {merged['error_count']}"

@@ -19,7 +19,8 @@ from proxy.config import (
     ProxyConfig,
 )
 from proxy.registry import ChannelError, Registry
-from proxy.server import ServeError, serve
+from proxy.server import serve
+from sink.listening import ServeError
 
 HELP = """\
 A reference channel proxy, as Lightning's /channels/:id/*path route behaves.

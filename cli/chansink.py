@@ -21,7 +21,8 @@ from sink.config import (
     Mode,
     SinkConfig,
 )
-from sink.server import ServeError, serve
+from sink.listening import ServeError
+from sink.server import serve
 
 HELP = """\
 A mock downstream HTTP service for benchmarking a channel proxy.

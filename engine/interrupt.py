@@ -30,21 +30,11 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupt:
-    """Whether (and by which signal) the user asked the run to stop."""
+    """The stop the user asked for: ``event`` is set at the first signal."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.signals = 0
-        self.signal_name: str | None = None
-
-    @property
-    def requested(self) -> bool:
-        return self.event.is_set()
-
-    def request(self, name: str = "stop") -> None:
-        if self.signal_name is None:
-            self.signal_name = name
-        self.event.set()
 
 
 _active: Interrupt | None = None
@@ -53,10 +43,6 @@ _active: Interrupt | None = None
 def active() -> Interrupt | None:
     """The Interrupt of the command being run, if it was started through guarded()."""
     return _active
-
-
-def requested() -> bool:
-    return _active is not None and _active.requested
 
 
 async def guarded(main: Coroutine[Any, Any, T], err: TextIO | None = None) -> T:
@@ -71,7 +57,7 @@ async def guarded(main: Coroutine[Any, Any, T], err: TextIO | None = None) -> T:
     def on_signal(name: str) -> None:
         interrupt.signals += 1
         if interrupt.signals == 1:
-            interrupt.request(name)
+            interrupt.event.set()
             stream.write(
                 f"\n{name}: stopping; requests in flight get {GRACE:g}s, then the partial"
                 " results are reported (again to quit at once)\n"

@@ -164,6 +164,17 @@ class Recorder:
             for value, count in Counter(values).items():
                 h.record_value(min(max(value, LOWEST_US), HIGHEST_US), count)
 
+    def _totals(self) -> _Totals:
+        """The running totals the per-second snapshots are differences of."""
+        return _Totals(
+            self.responses,
+            self.transport_errors,
+            self.server_errors,
+            self.bytes_in,
+            self.bytes_out,
+            dict(self.statuses),
+        )
+
     def has_news(self) -> bool:
         """Anything recorded since the last snapshot?"""
         last = self._last
@@ -194,14 +205,7 @@ class Recorder:
             top = int(interval.get_max_value())
         else:
             p50 = p95 = p99 = top = 0
-        now = _Totals(
-            self.responses,
-            self.transport_errors,
-            self.server_errors,
-            self.bytes_in,
-            self.bytes_out,
-            dict(self.statuses),
-        )
+        now = self._totals()
         last = self._last
         requests = (now.responses - last.responses) + (now.transport - last.transport)
         snap = Snapshot(
@@ -300,14 +304,7 @@ class Recorder:
                     mine[2] = min(mine[2], low)
                     mine[3] = max(mine[3], high)
         self.series = merge_snapshots([st["series"] for st in states])
-        self._last = _Totals(
-            self.responses,
-            self.transport_errors,
-            self.server_errors,
-            self.bytes_in,
-            self.bytes_out,
-            dict(self.statuses),
-        )
+        self._last = self._totals()
 
 
 def merge_snapshots(series: list[list[dict]]) -> list[Snapshot]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 DEFAULT_HOST = "127.0.0.1"
@@ -47,12 +46,3 @@ class ProxyConfig:
             problems.append(f"--idle-timeout must be > 0, got {self.idle_timeout}")
         if problems:
             raise ConfigError("; ".join(problems))
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False

@@ -20,7 +20,7 @@ import httptools
 
 from proxy.config import MAX_HEADER_BYTES, ProxyConfig
 from proxy.registry import ChannelError, Registry
-from proxy.upstream import Pool, UpstreamConnection
+from proxy.upstream import Corked, Pool, UpstreamConnection
 from sink.bodies import STATUS_LINES
 
 HOP_BY_HOP = frozenset(
@@ -493,7 +493,7 @@ class Exchange:
             conn.abort()
 
 
-class ProxyProtocol(asyncio.Protocol):
+class ProxyProtocol(Corked, asyncio.Protocol):
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
         self.transport: asyncio.Transport | None = None
@@ -671,29 +671,6 @@ class ProxyProtocol(asyncio.Protocol):
         return 201, channel.as_dict()
 
     # -- writing and flow ---------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        out = self._out
-        if out is not None:
-            out.append(data)
-        elif not self.closed:
-            self.transport.write(data)
-
-    def writelines(self, pieces: list) -> None:
-        out = self._out
-        if out is not None:
-            out.extend(pieces)
-        elif not self.closed:
-            self.transport.writelines(pieces)
-
-    def cork(self) -> None:
-        if self._out is None:
-            self._out = []
-
-    def uncork(self) -> None:
-        out, self._out = self._out, None
-        if out and not self.closed:
-            self.transport.writelines(out)
 
     def block_reading(self, reason: str) -> None:
         if not self._read_blocks and not self.closed:

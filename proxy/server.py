@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import signal
 import sys
 import time
@@ -12,39 +11,16 @@ from typing import TextIO
 from proxy.config import ProxyConfig
 from proxy.protocol import ProxyProtocol, Shared
 from proxy.registry import Registry
-from sink.limits import raise_open_files
-
-
-class ServeError(Exception):
-    """chanproxy could not start (exit 1)."""
+from sink.listening import listen
 
 
 async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    raise_open_files()
     loop = asyncio.get_running_loop()
     shared = Shared(config, registry, loop)
-    try:
-        server = await loop.create_server(
-            lambda: ProxyProtocol(shared),
-            config.host,
-            config.port,
-            backlog=4096,
-            reuse_address=True,
-        )
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise ServeError(
-                f"port {config.port} on {config.host} is already in use"
-                " (choose another --port; --port 0 picks a free one)"
-            ) from None
-        raise ServeError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
-    host, port = server.sockets[0].getsockname()[:2]
-    if not config.is_loopback:
-        print(
-            f"chanproxy: warning: listening on {host}, which is not a loopback address",
-            file=sys.stderr,
-        )
+    server, host, port = await listen(
+        "chanproxy", lambda: ProxyProtocol(shared), config.host, config.port
+    )
     mode = "buffering whole bodies (--buffer)" if config.buffer else "streaming"
     out.write(f"chanproxy listening on http://{host}:{port} ({len(registry)} channels, {mode})\n")
     out.flush()

@@ -33,7 +33,40 @@ class ExchangeSink(Protocol):
     def upstream_paused(self, paused: bool) -> None: ...
 
 
-class UpstreamConnection(asyncio.Protocol):
+class Corked:
+    """Writes that can be held back (cork) and sent in one writev (uncork): what one
+    read makes a connection send leaves in one system call. Needs ``transport``,
+    ``closed`` and ``_out`` (None when not corked)."""
+
+    transport: asyncio.Transport
+    closed: bool
+    _out: list | None
+
+    def write(self, data: bytes | memoryview) -> None:
+        out = self._out
+        if out is not None:
+            out.append(data)
+        elif not self.closed:
+            self.transport.write(data)
+
+    def writelines(self, pieces: list) -> None:
+        out = self._out
+        if out is not None:
+            out.extend(pieces)
+        elif not self.closed:
+            self.transport.writelines(pieces)
+
+    def cork(self) -> None:
+        if self._out is None:
+            self._out = []
+
+    def uncork(self) -> None:
+        out, self._out = self._out, None
+        if out and not self.closed:
+            self.transport.writelines(out)
+
+
+class UpstreamConnection(Corked, asyncio.Protocol):
     def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
         self.pool = pool
         self.key = key
@@ -158,29 +191,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_request = head_request
         self._headers = []
         self._head_seen = False
-
-    def write(self, data: bytes | memoryview) -> None:
-        out = self._out
-        if out is not None:
-            out.append(data)
-        else:
-            self.transport.write(data)
-
-    def writelines(self, pieces: list) -> None:
-        out = self._out
-        if out is not None:
-            out.extend(pieces)
-        else:
-            self.transport.writelines(pieces)
-
-    def cork(self) -> None:
-        if self._out is None:
-            self._out = []
-
-    def uncork(self) -> None:
-        out, self._out = self._out, None
-        if out and not self.closed:
-            self.transport.writelines(out)
 
     def pause_reading(self) -> None:
         if not self.closed:

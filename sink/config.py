@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import ipaddress
 from dataclasses import dataclass
 
 # The seed's defaults (mock_sink.exs).
@@ -78,12 +77,3 @@ class SinkConfig:
         if not self.host:
             out.append("--host must not be empty")
         return out
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import signal
 import sys
 import time
@@ -11,14 +10,10 @@ from typing import TextIO
 
 from sink.config import Mode, SinkConfig
 from sink.context import SinkContext
-from sink.limits import raise_open_files
+from sink.listening import listen
 from sink.protocol import SinkProtocol
 
 BANNER_RULE = "=" * 51
-
-
-class ServeError(Exception):
-    """The server could not start; the message says why (exit 1)."""
 
 
 def _rate(nbytes: float) -> str:
@@ -93,32 +88,11 @@ class _Ticker:
 async def serve(config: SinkConfig, out: TextIO | None = None) -> int:
     """Serve until SIGINT/SIGTERM; return the exit code."""
     out = out or sys.stdout
-    raise_open_files()
     loop = asyncio.get_running_loop()
     ctx = SinkContext(config, access_log=out if config.access_log else None)
-    try:
-        server = await loop.create_server(
-            lambda: SinkProtocol(ctx, loop),
-            config.host,
-            config.port,
-            backlog=4096,
-            reuse_address=True,
-        )
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise ServeError(
-                f"port {config.port} on {config.host} is already in use"
-                " (stop the other server or choose another --port; --port 0 picks a free one)"
-            ) from None
-        raise ServeError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
-
-    host, port = server.sockets[0].getsockname()[:2]
-    if not config.is_loopback:
-        print(
-            f"chansink: warning: listening on {host}, which is not a loopback address:"
-            " anything that can reach this machine can use it",
-            file=sys.stderr,
-        )
+    server, host, port = await listen(
+        "chansink", lambda: SinkProtocol(ctx, loop), config.host, config.port
+    )
     out.write(banner(config, host, port) + "\n")
     out.flush()
 

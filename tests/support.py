@@ -270,10 +270,13 @@ def run_chanload(tmp_path: Path, *args: str, timeout: float = 90, json_out: bool
     return Run(proc.returncode, proc.stdout, proc.stderr, result, elapsed)
 
 
-def start_flaky(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int, Path]:
-    log = tmp_path / f"flaky-{time.monotonic_ns()}.log"
+def start_test_server(
+    tmp_path: Path, module: str, *args: str
+) -> tuple[subprocess.Popen, int, Path]:
+    """One of tests/servers (``module``: flaky, misbehave...) as a child on a free port."""
+    log = tmp_path / f"{module}-{time.monotonic_ns()}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers.flaky", *args],
+        [sys.executable, "-m", f"tests.servers.{module}", *args],
         stdout=open(log, "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -281,6 +284,29 @@ def start_flaky(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int, Path
     m = wait_until(
         lambda: re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text()),
         10,
-        "the flaky server",
+        f"the {module} server",
     )
     return proc, int(m.group(1)), log
+
+
+def start_flaky(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int, Path]:
+    return start_test_server(tmp_path, "flaky", *args)
+
+
+def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float | None]:
+    """What the server sends until it closes; (data, seconds until the close, or None
+    when it was still open after ``limit`` seconds)."""
+    started = time.monotonic()
+    data = b""
+    sock.settimeout(0.2)
+    while time.monotonic() - started < limit:
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return data, time.monotonic() - started
+        if not chunk:
+            return data, time.monotonic() - started
+        data += chunk
+    return data, None

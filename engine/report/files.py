@@ -40,8 +40,8 @@ def append_csv(path: str | Path, result: RunResult) -> bool:
 
 
 def write_json(path: str | Path, result) -> None:
-    """Write the whole result (anything with to_dict(), or a dict); never half a file."""
-    write_document(path, result if isinstance(result, dict) else result.to_dict())
+    """Write the whole result (a RunResult or SaturationResult); never half a file."""
+    write_document(path, result.to_dict())
 
 
 def write_document(path: str | Path, doc: dict) -> None:

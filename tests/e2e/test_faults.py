@@ -9,16 +9,14 @@ report come on top and are bounded separately).
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.support import ROOT, run_chanload, start_sink, wait_until
+from tests.support import run_chanload, start_sink, start_test_server
 
 DURATION, TIMEOUT = 2.0, 1.0
 # The run itself (load start to load end, from the JSON's epochs).
@@ -28,19 +26,8 @@ PROCESS_BOUND = RUN_BOUND + 8.0
 
 
 def start_misbehaving(tmp_path, fault: str) -> tuple[subprocess.Popen, int]:
-    log = tmp_path / f"misbehave-{fault}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers.misbehave", "--fault", fault],
-        stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    m = wait_until(
-        lambda: re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text()),
-        10,
-        "the misbehaving server",
-    )
-    return proc, int(m.group(1))
+    proc, port, _ = start_test_server(tmp_path, "misbehave", "--fault", fault)
+    return proc, port
 
 
 def load(tmp_path, url: str, *extra: str, scenario: str = "happy_path"):

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.support import H11Client, raw_exchange, rss_bytes, wait_until
+from tests.support import H11Client, raw_exchange, read_until_closed, rss_bytes, wait_until
 
 MIB = 1024 * 1024
 CHANNEL_ID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
@@ -264,23 +264,6 @@ def test_a_request_body_that_breaks_after_its_head_gets_400_not_a_hang(
     assert httpx.get(f"http://127.0.0.1:{proxy.port}/channels/{CHANNEL_ID}/ok").status_code == 200
 
 
-def _read_to_close(sock: socket.socket, limit: float) -> tuple[bytes, float | None]:
-    started = time.monotonic()
-    data = b""
-    sock.settimeout(0.2)
-    while time.monotonic() - started < limit:
-        try:
-            chunk = sock.recv(1 << 20)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            return data, time.monotonic() - started
-        if not chunk:
-            return data, time.monotonic() - started
-        data += chunk
-    return data, None
-
-
 def test_a_request_head_that_arrives_too_slowly_gets_408(proxy_factory, sink, tmp_path):
     proxy = proxy_factory("--channels", channels_file(tmp_path, sink.url), "--header-timeout", "2")
     with socket.create_connection(("127.0.0.1", proxy.port)) as s:
@@ -290,7 +273,7 @@ def test_a_request_head_that_arrives_too_slowly_gets_408(proxy_factory, sink, tm
         while closed is None and time.monotonic() - started < 6:
             with contextlib.suppress(OSError):
                 s.sendall(b"x")  # slowloris: a byte now and then, never the end
-            more, closed = _read_to_close(s, 0.3)
+            more, closed = read_until_closed(s, 0.3)
             data += more
     assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), data[:100]
     assert closed is not None and 1.0 <= time.monotonic() - started < 4.5
@@ -304,7 +287,7 @@ def test_an_idle_client_connection_is_closed(proxy_factory, sink, tmp_path):
         while b"\r\n\r\n" not in first:
             first += s.recv(65536)
         assert first.startswith(b"HTTP/1.1 200 OK")
-        rest, closed = _read_to_close(s, 5)
+        rest, closed = read_until_closed(s, 5)
     assert rest == b"" and closed is not None and closed < 3.5
 
 
@@ -322,7 +305,7 @@ def test_a_sink_that_dies_mid_stream_gives_the_client_a_cut_off_response(
             head += s.recv(65536)
         assert head.startswith(b"HTTP/1.1 200 OK")
         sink.proc.kill()  # mid-body
-        data, closed = _read_to_close(s, 10)
+        data, closed = read_until_closed(s, 10)
     received = len(head.split(b"\r\n\r\n", 1)[1]) + len(data)
     assert closed is not None, "the client was left hanging"
     assert received < size  # cut off, and the client can tell (Content-Length not reached)

@@ -6,25 +6,7 @@ import resource
 import socket
 import time
 
-from tests.support import run_chanload, wait_until
-
-
-def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float | None]:
-    """What the server sends until it closes; (data, seconds until the close or None)."""
-    started = time.monotonic()
-    data = b""
-    sock.settimeout(0.2)
-    while time.monotonic() - started < limit:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            return data, time.monotonic() - started
-        if not chunk:
-            return data, time.monotonic() - started
-        data += chunk
-    return data, None
+from tests.support import read_until_closed, run_chanload, wait_until
 
 
 def test_a_request_that_arrives_too_slowly_gets_408_and_is_closed(sink_factory):

@@ -16,6 +16,8 @@ import signal
 import socket
 import struct
 
+from tests.servers import read_request
+
 BODY = b'{"ok":true}'
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
     len(BODY),
@@ -34,13 +36,7 @@ async def handle(reader, writer, args, stats: Stats) -> None:
     served = 0
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            if length:
-                await reader.readexactly(length)
+            await read_request(reader)
             if served >= args.answer:
                 stats.dropped += 1
                 if args.reset:

@@ -16,6 +16,8 @@ import signal
 import socket
 import struct
 
+from tests.servers import content_length
+
 TOO_LARGE = b"HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
 
@@ -144,10 +146,7 @@ async def handle(reader, writer, fault: str, stats: Stats) -> None:
                 await writer.drain()
                 _linger_reset(writer)
                 return
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
+            length = content_length(head)
             if length:
                 await reader.readexactly(length)
             if not await FAULTS[fault](writer):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import re
 
+from tests.servers import read_request
+
 BODY = b'{"ok":true}'
 DELAY = re.compile(rb"[?&]delay=(\d+)")
 
@@ -22,13 +24,7 @@ async def main() -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                if length:
-                    await reader.readexactly(length)
+                head = await read_request(reader)
                 m = DELAY.search(head.split(b"\r\n", 1)[0])
                 async with lock:
                     await asyncio.sleep(int(m.group(1)) / 1000 if m else 0)
