@@ -145,3 +145,158 @@ def test_pipeline_backpressure_pauses_reading(loop):
     assert not t.reading  # 69 answers are waiting behind the slow one
     assert t.out == b""
     proto.connection_lost(None)  # cancels the timer, drops the queue
+
+
+# -- the memo: a request repeated byte for byte is answered without a parse ---
+
+
+class CountingParser:
+    """Wraps the protocol's parser and counts the reads it is fed."""
+
+    def __init__(self, parser) -> None:
+        self._parser = parser
+        self.feeds = 0
+
+    def feed_data(self, data) -> None:
+        self.feeds += 1
+        self._parser.feed_data(data)
+
+    def __getattr__(self, name):
+        return getattr(self._parser, name)
+
+
+def counting(proto) -> CountingParser:
+    proto._parser = CountingParser(proto._parser)
+    return proto._parser
+
+
+GET_X = b"GET /x HTTP/1.1\r\nHost: y\r\n\r\n"
+POST_X = b"POST /x HTTP/1.1\r\nHost: y\r\nContent-Length: 5\r\n\r\nhello"
+
+
+@pytest.mark.parametrize("request_bytes", [GET_X, POST_X], ids=["get", "post"])
+def test_a_repeated_request_is_answered_as_the_parser_would(loop, request_bytes):
+    ctx, proto, t = make(loop)
+    parser = counting(proto)
+    for _ in range(5):
+        feed(ctx, proto, request_bytes)
+    # Parsed: the first (slow path, builds the response) and the second (fast
+    # path, memoised); the other three come from the memo.
+    assert parser.feeds == 2
+    responses = bytes(t.out).split(b"HTTP/1.1 200 OK")
+    assert len(responses) == 6
+    assert len(set(responses[1:])) == 1  # five identical responses
+    stats = ctx.stats
+    assert stats.requests == stats.responses == 5
+    assert stats.bytes_in == 5 * len(request_bytes)
+    assert stats.body_bytes_in == (25 if request_bytes == POST_X else 0)
+    assert stats.bytes_out == len(t.out)
+
+
+def test_the_memo_only_answers_between_messages(loop):
+    # "GE" after a request is the start of the next one: the same bytes as the
+    # memo then make "GEGET ...", a bad request, not a second GET.
+    ctx, proto, t = make(loop)
+    feed(ctx, proto, GET_X)
+    feed(ctx, proto, GET_X)
+    feed(ctx, proto, GET_X + b"GE")
+    feed(ctx, proto, GET_X)
+    assert t.out.count(b"HTTP/1.1 200 ") == 3
+    assert t.out.rfind(b"HTTP/1.1 400 ") > t.out.rfind(b"HTTP/1.1 200 ")
+    assert t.closed
+    assert ctx.stats.requests == 3
+
+
+def test_a_read_that_starts_inside_a_request_is_not_memoised(loop):
+    # The second half of a request is not a request: sent again on its own
+    # it must be parsed, and refused.
+    ctx, proto, t = make(loop)
+    head, tail = GET_X[:20], GET_X[20:]
+    feed(ctx, proto, GET_X)
+    feed(ctx, proto, head)
+    feed(ctx, proto, tail)
+    feed(ctx, proto, tail)
+    assert t.out.count(b"HTTP/1.1 200 ") == 2
+    assert b"HTTP/1.1 400 " in t.out
+    assert ctx.stats.requests == 2
+
+
+def test_pipelined_requests_are_each_parsed(loop):
+    ctx, proto, t = make(loop)
+    parser = counting(proto)
+    for _ in range(3):
+        feed(ctx, proto, GET_X * 2)
+    assert parser.feeds == 3
+    assert t.out.count(b"HTTP/1.1 200 ") == 6
+    assert ctx.stats.requests == 6
+
+
+def test_the_memo_follows_a_new_date_and_a_new_request(loop):
+    ctx, proto, t = make(loop)
+    parser = counting(proto)
+    feed(ctx, proto, GET_X)
+    feed(ctx, proto, GET_X)
+    ctx.fast.clear()  # what the once-a-second Date refresh does
+    feed(ctx, proto, GET_X)  # parsed again: slow path, response rebuilt
+    feed(ctx, proto, GET_X)  # the memo again
+    assert parser.feeds == 3
+    other = b"GET /y?response_size=7 HTTP/1.1\r\nHost: y\r\n\r\n"
+    for _ in range(3):
+        feed(ctx, proto, other)
+    assert parser.feeds == 5
+    assert t.out.count(b"content-length: 7\r\n") == 3
+    assert ctx.stats.requests == ctx.stats.responses == 7
+
+
+def test_the_memo_waits_its_turn_behind_a_delayed_reply(loop):
+    ctx, proto, t = make(loop)
+    feed(ctx, proto, GET_X)
+    feed(ctx, proto, GET_X)
+    before = len(t.out)
+    feed(ctx, proto, b"GET /slow?delay=30&status=201 HTTP/1.1\r\nHost: y\r\n\r\n")
+    feed(ctx, proto, GET_X)
+    assert len(t.out) == before  # nothing may overtake the delayed reply
+    loop.run_until_complete(asyncio.sleep(0.2))
+    rest = bytes(t.out[before:])
+    assert rest.index(b"HTTP/1.1 201 ") < rest.index(b"HTTP/1.1 200 ")
+    assert ctx.stats.responses == 4
+
+
+def test_requests_that_always_differ_are_answered_and_counted(loop):
+    ctx, proto, t = make(loop)
+    for i in range(200):
+        feed(ctx, proto, b"GET /x HTTP/1.1\r\nHost: y\r\nX-Id: %d\r\n\r\n" % i)
+    assert ctx.stats.requests == ctx.stats.responses == 200
+    assert t.out.count(b"HTTP/1.1 200 ") == 200
+
+
+def test_no_memo_with_an_access_log_or_outside_fixed_mode(loop):
+    import io
+
+    for ctx in (
+        SinkContext(SinkConfig(), access_log=io.StringIO()),
+        SinkContext(SinkConfig(mode=Mode.auth)),
+    ):
+        proto = SinkProtocol(ctx, loop)
+        t = FakeTransport()
+        proto.connection_made(t)
+        parser = counting(proto)
+        for _ in range(4):
+            feed(ctx, proto, GET_X)
+        assert parser.feeds == 4
+        assert ctx.stats.requests == 4
+        if ctx.access_log is not None:
+            assert ctx.access_log.getvalue().count("GET /x") == 4
+
+
+def test_a_read_that_ends_inside_the_next_request_is_not_memoised(loop):
+    # Each "GET /x ...GE" read is answered and leaves "GE" in the parser for
+    # the "T /x ..." that follows: memoised, the "GE" would be lost.
+    ctx, proto, t = make(loop)
+    feed(ctx, proto, GET_X)
+    for _ in range(3):
+        feed(ctx, proto, GET_X + b"GE")
+        feed(ctx, proto, GET_X[2:])
+    assert t.out.count(b"HTTP/1.1 200 ") == 7
+    assert b" 400 " not in t.out
+    assert ctx.stats.requests == 7
