@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, run_app
-from engine import __version__, eventloop, interrupt, thresholds
+from engine import __version__, eventloop, interrupt, tcp, thresholds
 from engine.config import (
     DEFAULT_CHANNEL,
     DEFAULT_CONCURRENCY,
@@ -194,6 +194,7 @@ def run(
             show_default=False,
         ),
     ] = None,
+    congestion: Annotated[str, typer.Option(help=tcp.HELP)] = tcp.AUTO,
     quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
     preflight: Annotated[
         bool,
@@ -222,6 +223,7 @@ def run(
         delay=delay,
         timeout=timeout,
         parser=parser,
+        congestion=congestion,
         csv=str(csv) if csv else None,
         json=str(json) if json else None,
         quiet=quiet,
@@ -402,6 +404,9 @@ def suite(
     ),
     timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = DEFAULT_TIMEOUT,
     parser: Annotated[str, typer.Option(help="httptools or h11.")] = "httptools",
+    congestion: Annotated[
+        str, typer.Option(help=tcp.HELP + " --embedded passes it to chansink and chanproxy.")
+    ] = tcp.AUTO,
     workers: Annotated[
         int, typer.Option(help="Processes sharing each scenario's load (see run --help).")
     ] = 1,
@@ -438,6 +443,7 @@ def suite(
         channel_url=channel_url,
         timeout=timeout,
         parser=parser,
+        congestion=congestion,
         quiet=True,
         target_pid=target_pid,
         workers=workers,
@@ -448,7 +454,9 @@ def suite(
     try:
         if embedded:
             try:
-                with Embedded(proxy_buffer=proxy_buffer, channel=channel) as emb:
+                with Embedded(
+                    proxy_buffer=proxy_buffer, channel=channel, congestion=congestion
+                ) as emb:
                     print(emb.describe())
                     base = replace_config(
                         base,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, run_app
-from engine import __version__, eventloop
+from engine import __version__, eventloop, tcp
 from proxy.config import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
@@ -85,6 +85,7 @@ def chanproxy(
         float,
         typer.Option(help="Seconds a keep-alive connection may do nothing before it is closed."),
     ] = DEFAULT_IDLE_TIMEOUT,
+    congestion: Annotated[str, typer.Option(help=tcp.HELP)] = tcp.AUTO,
     version: Annotated[
         bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
@@ -99,6 +100,7 @@ def chanproxy(
             upstream_timeout=upstream_timeout,
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
+            congestion=congestion,
         )
         registry = Registry.from_file(channels) if channels else Registry()
     except (ConfigError, ChannelError) as exc:

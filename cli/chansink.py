@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, run_app
-from engine import __version__, eventloop
+from engine import __version__, eventloop, tcp
 from sink.config import (
     DEFAULT_BODY_SIZE,
     DEFAULT_GRACE_S,
@@ -124,6 +124,7 @@ def chansink(
             " (not in timeout mode, which holds connections on purpose)."
         ),
     ] = DEFAULT_IDLE_TIMEOUT_S,
+    congestion: Annotated[str, typer.Option(help=tcp.HELP)] = tcp.AUTO,
     version: Annotated[
         bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
@@ -143,6 +144,7 @@ def chansink(
             grace=grace,
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
+            congestion=congestion,
         )
     except ConfigError as exc:
         raise fail("chansink", str(exc), 2) from None

@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine import servertiming
+from engine import servertiming, tcp
 from engine.config import HttpUrl
 from engine.http1 import (
     GET_READ_BUFFER,
@@ -128,8 +127,8 @@ class ClientConnection:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None:
+            tcp.tune(sock, self.pool.congestion)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -364,9 +363,11 @@ class Pool:
         timeout: float = 30.0,
         server_timing: bool = False,
         open_model: bool = False,
+        congestion: str = tcp.AUTO,
     ) -> None:
         self.loop = loop
         self.server_timing = server_timing
+        self.congestion = congestion
         # Open model: idle connections wait here for the scheduler (try_send),
         # and requests that found none wait here (counted late) for a connection.
         self.open_model = open_model

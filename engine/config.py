@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from engine import tcp
 from engine.scenarios import SCENARIO_NAMES, SCENARIOS, Scenario
 
 # The seed's defaults (load_test.exs).
@@ -131,6 +132,7 @@ class RunConfig:
     slo_p99_ms: float | None = None  # saturation: the knee is the last step within this p99
     slo_error_rate: float = 1.0  # saturation: ... and within this error rate (percent)
     workers: int = 1  # processes sharing the load, each with its own event loop
+    congestion: str = tcp.AUTO  # TCP congestion control of our connections (engine/tcp.py)
     argv: tuple[str, ...] = field(default=(), repr=False)  # may hold secrets
 
     def __post_init__(self) -> None:
@@ -159,6 +161,8 @@ class RunConfig:
             out.append(f"--timeout must be > 0 seconds, got {self.timeout:g}")
         if self.parser not in PARSERS:
             out.append(f"--parser {self.parser!r} is unknown; expected one of: httptools, h11")
+        if problem := tcp.check(self.congestion):
+            out.append(problem)
         for option, value in (
             ("--target", self.target),
             ("--sink", self.sink_or_default),

@@ -83,8 +83,11 @@ def create_channel(proxy_url: str, name: str, sink_url: str) -> str:
 class Embedded:
     """chansink + chanproxy (+ the channel) for the length of a ``with`` block."""
 
-    def __init__(self, proxy_buffer: bool = False, channel: str = "load-test") -> None:
+    def __init__(
+        self, proxy_buffer: bool = False, channel: str = "load-test", congestion: str = "auto"
+    ) -> None:
         self.proxy_buffer = proxy_buffer
+        self.congestion = congestion  # passed on: chansink and chanproxy take --congestion too
         self.channel_name = channel
         self.workdir = Path(tempfile.mkdtemp(prefix="chanload-embedded-"))
         self.sink: Child | None = None
@@ -93,9 +96,12 @@ class Embedded:
 
     def __enter__(self) -> Embedded:
         try:
-            self.sink = _start("chansink", [], self.workdir)
+            tcp_args = ["--congestion", self.congestion]
+            self.sink = _start("chansink", tcp_args, self.workdir)
             self.proxy = _start(
-                "chanproxy", ["--buffer"] if self.proxy_buffer else [], self.workdir
+                "chanproxy",
+                [*tcp_args, *(["--buffer"] if self.proxy_buffer else [])],
+                self.workdir,
             )
             channel_id = create_channel(self.proxy.url, self.channel_name, self.sink.url)
             self.channel_url = f"{self.proxy.url}/channels/{channel_id}/test"

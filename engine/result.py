@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine import __version__
+from engine import __version__, tcp
 from engine.metrics import ERROR_KINDS, Recorder, Snapshot
 
 # The seed's CSV columns, in the seed's order; new columns only ever go after.
@@ -345,6 +345,7 @@ def environment() -> dict[str, str]:
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "cpus": str(__import__("os").cpu_count()),
+        "tcp_congestion_default": tcp.system_default(),
     }
     for pkg in ("uvloop", "httptools", "h11", "hdrhistogram", "orjson"):
         try:

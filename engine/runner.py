@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import TextIO
 
-from engine import interrupt, lightning, servertiming
+from engine import interrupt, lightning, servertiming, tcp
 from engine.client import Pool, build_specs
 from engine.config import RunConfig
 from engine.executors import (
@@ -133,6 +133,7 @@ async def _drive(
                 parser=config.parser,
                 timeout=config.timeout,
                 command=config.command(),
+                congestion=tcp.describe(config.congestion),
             )
             + "\n"
         )
@@ -260,6 +261,7 @@ async def load(
         config.timeout,
         server_timing=server_timing,
         open_model=config.rate is not None,
+        congestion=config.congestion,
     )
     if start_at is not None:
         await asyncio.sleep(max(0.0, start_at - time.perf_counter()))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine import tcp
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
 DEFAULT_UPSTREAM_TIMEOUT = 30.0
@@ -31,6 +33,7 @@ class ProxyConfig:
     stats_interval: float = 1.0
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    congestion: str = tcp.AUTO
 
     def __post_init__(self) -> None:
         problems = []
@@ -44,5 +47,8 @@ class ProxyConfig:
             problems.append(f"--header-timeout must be > 0, got {self.header_timeout}")
         if not self.idle_timeout > 0:
             problems.append(f"--idle-timeout must be > 0, got {self.idle_timeout}")
+        problem = tcp.check(self.congestion)
+        if problem:
+            problems.append(problem)
         if problems:
             raise ConfigError("; ".join(problems))

@@ -12,12 +12,12 @@ import asyncio
 import ipaddress
 import json
 import secrets
-import socket
 import time
 from collections import deque
 
 import httptools
 
+from engine import tcp
 from proxy.config import MAX_HEADER_BYTES, ProxyConfig
 from proxy.registry import ChannelError, Registry
 from proxy.upstream import Corked, Pool, UpstreamConnection
@@ -67,7 +67,7 @@ class Shared:
         self.config = config
         self.registry = registry
         self.loop = loop
-        self.pool = Pool(loop, config.max_idle_per_sink, config.connect_timeout)
+        self.pool = Pool(loop, config.max_idle_per_sink, config.connect_timeout, config.congestion)
         self.stats = Stats()
         self.connections: set[ProxyProtocol] = set()
         # Exchanges waiting for the sink's response head, checked by sweep().
@@ -522,8 +522,8 @@ class ProxyProtocol(Corked, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None:
+            tcp.tune(sock, self.shared.config.congestion)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip = peer[0].encode()

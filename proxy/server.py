@@ -8,6 +8,7 @@ import sys
 import time
 from typing import TextIO
 
+from engine import tcp
 from proxy.config import ProxyConfig
 from proxy.protocol import ProxyProtocol, Shared
 from proxy.registry import Registry
@@ -22,7 +23,10 @@ async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = No
         "chanproxy", lambda: ProxyProtocol(shared), config.host, config.port
     )
     mode = "buffering whole bodies (--buffer)" if config.buffer else "streaming"
-    out.write(f"chanproxy listening on http://{host}:{port} ({len(registry)} channels, {mode})\n")
+    out.write(
+        f"chanproxy listening on http://{host}:{port} ({len(registry)} channels, {mode});"
+        f" TCP: {tcp.describe(config.congestion)}\n"
+    )
     out.flush()
 
     stop = asyncio.Event()

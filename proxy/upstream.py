@@ -10,11 +10,12 @@ pauses reading from the sink).
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import defaultdict
 from typing import Protocol
 
 import httptools
+
+from engine import tcp
 
 
 class ExchangeSink(Protocol):
@@ -87,7 +88,7 @@ class UpstreamConnection(Corked, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tcp.tune(sock, self.pool.congestion)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -209,8 +210,15 @@ class UpstreamConnection(Corked, asyncio.Protocol):
 class Pool:
     """Idle keep-alive connections per sink (host, port)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_idle: int, connect_timeout: float):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_idle: int,
+        connect_timeout: float,
+        congestion: str = tcp.AUTO,
+    ):
         self.loop = loop
+        self.congestion = congestion
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
         self._idle: dict[tuple[str, int], list[UpstreamConnection]] = defaultdict(list)

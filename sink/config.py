@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from engine import tcp
+
 # The seed's defaults (mock_sink.exs).
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4001
@@ -51,6 +53,7 @@ class SinkConfig:
     seed: int | None = None
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
+    congestion: str = tcp.AUTO
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -76,4 +79,7 @@ class SinkConfig:
             out.append(f"--idle-timeout must be > 0, got {self.idle_timeout}")
         if not self.host:
             out.append("--host must not be empty")
+        problem = tcp.check(self.congestion)
+        if problem:
+            out.append(problem)
         return out

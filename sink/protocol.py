@@ -14,6 +14,7 @@ import time
 
 import httptools
 
+from engine import tcp
 from sink import bodies
 from sink.config import MAX_HEADER_BYTES, Mode
 from sink.context import READ_BUFFER_SIZE, SinkContext
@@ -132,7 +133,7 @@ class SinkProtocol(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         fd = None
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tcp.tune(sock, self._ctx.config.congestion)
             fd = sock.fileno()
         self._replies = ReplyQueue(self._ctx, self._loop, transport, fd)
         stats = self._stats

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import TextIO
 
+from engine import tcp
 from sink.config import Mode, SinkConfig
 from sink.context import SinkContext
 from sink.listening import listen
@@ -33,6 +34,7 @@ def banner(config: SinkConfig, host: str, port: int) -> str:
             f"  Mode:      {config.mode.value}",
             f"  Status:    {config.status}",
             f"  Body size: {config.body_size} bytes" + (" (chunked)" if config.chunked else ""),
+            f"  TCP:       {tcp.describe(config.congestion)}",
             BANNER_RULE,
         ]
     )

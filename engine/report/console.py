@@ -22,6 +22,7 @@ def banner(
     parser: str,
     timeout: float,
     command: str,
+    congestion: str | None = None,
 ) -> str:
     lines = [
         "",
@@ -39,6 +40,7 @@ def banner(
     lines += [
         f"  Telemetry:   {telemetry}",
         f"  Parser:      {parser} (timeout {timeout:g}s per request)",
+        *([f"  TCP:         {congestion}"] if congestion else []),
         f"  Command:     {command}",
         "",
     ]

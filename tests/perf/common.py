@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import tcp
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench_results"
 MIB = 1024 * 1024
@@ -324,6 +326,7 @@ def versions() -> dict[str, str]:
         "kernel": platform.release(),
         "cpu": _cpu_model(),
         "cpus": str(os.cpu_count()),
+        "tcp congestion (system default)": tcp.system_default(),
     }
     for pkg in ("chanload", "uvloop", "httptools", "h11", "hdrhistogram", "orjson"):
         try:
