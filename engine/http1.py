@@ -116,6 +116,10 @@ class ResponseFramer:
 # (BufferedProtocol) and the framer parses it before anything else can run,
 # so sharing it is safe, and a large read is never copied into a new object.
 READ_BUFFER_SIZE = 1024 * 1024
+# The response memo (HttptoolsFramer): responses up to this size, and one in
+# MEMO_WAIT chances while they keep differing (e.g. a proxy's request ids).
+MEMO_MAX = 4096
+MEMO_WAIT = 64
 READ_BUFFER = bytearray(READ_BUFFER_SIZE)
 READ_VIEW = memoryview(READ_BUFFER)
 # get_buffer(sizehint) as a C-level callable: a dict lookup, not a Python frame.
@@ -132,7 +136,23 @@ class HttptoolsFramer(ResponseFramer):
     """
 
     def __init__(self) -> None:
+        # Non-empty exactly when the parser stands between two responses with
+        # nothing of the next one consumed: each completed response puts a
+        # mark in, the first byte of the next (httptools' on_message_begin,
+        # here a C-level callable: no Python frame) takes them out.
+        self._ended: list[bool] = [True]
+        self.on_message_begin = self._ended.clear
         self._parser = httptools.HttpResponseParser(self)
+        self._messages = 0  # responses (final or interim) completed in this read
+        # The last response that came whole in one read: the same bytes again
+        # are the same response, counted without parsing them (see
+        # buffer_updated). Its length is -1 until there is one.
+        self._memo = b""
+        self._memo_len = -1
+        self._memo_status = 0
+        self._memo_body = 0
+        self._memo_used = True  # False: no hit since it was memoised
+        self._memo_wait = 0  # responses keep differing: skip this many chances
         self._wire = 0  # bytes of the current response so far
         self._head_end = -1  # length of its header section, once found
         self._head_data = b""  # the header section, kept only for eof()
@@ -151,7 +171,22 @@ class HttptoolsFramer(ResponseFramer):
             self.buffer_updated(len(piece))
 
     def buffer_updated(self, n: int) -> None:
+        # A server answers the same request with the same bytes (within the
+        # second of its Date header): this read, exactly the last response
+        # memoised and read between two responses, would parse to that
+        # response again, so count it as such without the parse.
+        if (
+            n == self._memo_len
+            and self._ended
+            and not self._wire
+            and READ_BUFFER.startswith(self._memo)
+        ):
+            self._memo_used = True
+            self.response_complete(self._memo_status, True, n, self._memo_body)
+            return
         wire = self._wire
+        at_boundary = wire == 0 and bool(self._ended)
+        self._messages = 0
         head_now = False
         if self._head_end < 0:
             if wire == 0:  # the first read of a response: nearly always holds the head
@@ -183,6 +218,15 @@ class HttptoolsFramer(ResponseFramer):
             # the body size of such a response is not known, so report -1.
             body = -1 if self._interim or self._head_end < 0 else self._wire - self._head_end
             wire = self._wire
+            if (
+                at_boundary
+                and self._ended
+                and self._messages == 1
+                and self._keep_alive
+                and n <= MEMO_MAX
+                and not self.wants_server_timing
+            ):
+                self._memoise(n, self._status, body)
             self._wire = 0
             self._head_end = -1
             self._head_data = b""
@@ -194,6 +238,20 @@ class HttptoolsFramer(ResponseFramer):
             # Only a response still open after its first read can end at EOF;
             # keep its head (the buffer will be overwritten) for eof().
             self._head_data = bytes(READ_VIEW[: self._head_end])
+
+    def _memoise(self, n: int, status: int, body: int) -> None:
+        if self._memo_wait:
+            self._memo_wait -= 1
+            return
+        if n == self._memo_len and READ_BUFFER.startswith(self._memo):
+            return
+        if not self._memo_used:  # the last memo never served: responses differ
+            self._memo_wait = MEMO_WAIT
+        self._memo_used = False
+        self._memo = bytes(READ_VIEW[:n])
+        self._memo_len = n
+        self._memo_status = status
+        self._memo_body = body
 
     def pending_bytes(self) -> int:
         return self._wire
@@ -215,6 +273,8 @@ class HttptoolsFramer(ResponseFramer):
                     self.server_timing_seen(value)
 
     def on_message_complete(self) -> None:
+        self._ended.append(True)
+        self._messages += 1
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.interim_responses += 1

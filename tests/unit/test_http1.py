@@ -149,3 +149,114 @@ def test_request_heads_are_valid_http():
     assert dict(event.headers)[b"content-length"] == b"1024"
     with pytest.raises(ValueError):
         build_request_head("GET", "x", "/bad path", None)
+
+
+# -- the response memo: the same bytes again are the same response, unparsed ---
+
+
+class CountingParser:
+    def __init__(self, parser) -> None:
+        self._parser = parser
+        self.feeds = 0
+
+    def feed_data(self, data) -> None:
+        self.feeds += 1
+        self._parser.feed_data(data)
+
+    def __getattr__(self, name):
+        return getattr(self._parser, name)
+
+
+def counted() -> tuple[HttptoolsCollect, CountingParser]:
+    framer = HttptoolsCollect()
+    framer._parser = CountingParser(framer._parser)
+    return framer, framer._parser
+
+
+OK = head(content_length=5) + b"hello"
+
+
+def test_a_repeated_response_is_counted_without_a_parse():
+    framer, parser = counted()
+    for _ in range(5):
+        framer.feed(OK)
+    assert parser.feeds == 1
+    assert framer.responses == [(200, True, len(OK), 5)] * 5
+    assert framer.errors == []
+
+
+def test_the_memo_only_counts_between_responses():
+    # "HT" after a response is the start of the next: the same bytes as the
+    # memo then make "HTHTTP/1.1 ...", malformed, not a second 200.
+    framer, _ = counted()
+    framer.feed(OK)
+    framer.feed(OK + b"HT")
+    framer.feed(OK)
+    assert [r[0] for r in framer.responses] == [200, 200]
+    assert len(framer.errors) == 1
+
+
+def test_a_read_that_starts_or_ends_inside_a_response_is_not_memoised():
+    framer, _ = counted()
+    framer.feed(OK)
+    framer.feed(OK[:10])
+    framer.feed(OK[10:])  # the end of a response, not a response
+    framer.feed(OK[10:])
+    assert framer.responses == [(200, True, len(OK), 5)] * 2
+    assert len(framer.errors) == 1
+
+
+def test_no_memo_of_interim_responses_connection_close_or_server_timing():
+    interim = head(100) + OK
+    framer, parser = counted()
+    for _ in range(3):
+        framer.feed(interim)
+    assert parser.feeds == 3
+    assert framer.responses == [(200, True, len(interim), -1)] * 3  # -1: after a 1xx
+    assert framer.interim_responses == 3
+    close = head(content_length=1, connection="close") + b"x"
+    framer, parser = counted()
+    framer.feed(close)
+    framer.feed(close)
+    assert parser.feeds == 2
+    timed = head(content_length=1, server_timing="total;dur=1") + b"x"
+    framer, parser = counted()
+    framer.wants_server_timing = True
+    seen = []
+    framer.server_timing_seen = seen.append
+    for _ in range(3):
+        framer.feed(timed)
+    assert parser.feeds == 3
+    assert seen == [b"total;dur=1"] * 3
+
+
+def test_responses_that_keep_differing_are_all_parsed_and_counted():
+    framer, parser = counted()
+    for i in range(300):
+        framer.feed(head(content_length=1, x_id=i) + b"x")
+    assert parser.feeds == 300
+    assert [r[0] for r in framer.responses] == [200] * 300
+    # A memo is made about once in MEMO_WAIT chances while they differ.
+    assert framer._memo_wait > 0
+
+
+def test_a_read_that_ends_inside_the_next_response_is_not_memoised():
+    # Each "...hello" + "HT" read leaves "HT" in the parser for the "TP/1.1 ..."
+    # that follows: memoised, the "HT" would be lost.
+    framer, _ = counted()
+    framer.feed(OK)
+    for _ in range(3):
+        framer.feed(OK + b"HT")
+        framer.feed(OK[2:])
+    assert [r[0] for r in framer.responses] == [200] * 7
+    assert framer.errors == []
+
+
+def test_bytes_before_a_repeated_response_are_still_counted():
+    framer, _ = counted()
+    framer.feed(OK)
+    framer.feed(OK)
+    framer.feed(b"\r\n")  # between responses: no response begins
+    framer.feed(OK)
+    assert framer.responses[-1] == (200, True, len(OK) + 2, 5)
+    assert framer.errors == []
