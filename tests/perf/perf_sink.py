@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=10, help="seconds per small-body run")
     ap.add_argument("--big-duration", type=float, default=5, help="seconds per 1 MiB run")
-    ap.add_argument("--rounds", type=int, default=3, help="repetitions of each comparison")
+    ap.add_argument("--rounds", type=int, default=5, help="repetitions of each comparison")
     ap.add_argument("--connections", type=int, default=20)
     args = ap.parse_args(argv)
     skip_unless("wrk", "nginx")
