@@ -6,9 +6,9 @@ opens or accepts (TCP_CONGESTION, like iperf3's ``-C``):
 - ``auto`` (the default): loopback connections use ``reno``, the others the
   system's default. On loopback there is no link to share or pace for, but
   BBR, the default on some systems, paces every connection with a kernel
-  timer per burst of packets: on this project's VM that halved what one core
-  could send in 1 MiB bodies (bench_results/perf-engine.md has both). reno
-  is in every Linux kernel and anyone may choose it.
+  timer per burst of packets: on this project's VM that cut 1 MiB bodies
+  between chanload and chansink to less than half (bench_results/perf-engine.md
+  has both). reno is in every Linux kernel and anyone may choose it.
 - ``system``: leave every connection to the system's default.
 - a name (``cubic``, ``bbr``, ...): that algorithm on every connection; it
   must be available (tcp_available_congestion_control) and, without
