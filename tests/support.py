@@ -310,3 +310,18 @@ def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float |
             return data, time.monotonic() - started
         data += chunk
     return data, None
+
+
+class CountingParser:
+    """Wraps an httptools parser and counts the reads it is fed (the memo tests)."""
+
+    def __init__(self, parser) -> None:
+        self._parser = parser
+        self.feeds = 0
+
+    def feed_data(self, data) -> None:
+        self.feeds += 1
+        self._parser.feed_data(data)
+
+    def __getattr__(self, name):
+        return getattr(self._parser, name)

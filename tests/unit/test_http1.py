@@ -6,6 +6,7 @@ import h11
 import pytest
 
 from engine.http1 import H11Framer, HttptoolsFramer, RemoteProtocolError, build_request_head
+from tests.support import CountingParser
 
 
 class Collect:
@@ -152,19 +153,6 @@ def test_request_heads_are_valid_http():
 
 
 # -- the response memo: the same bytes again are the same response, unparsed ---
-
-
-class CountingParser:
-    def __init__(self, parser) -> None:
-        self._parser = parser
-        self.feeds = 0
-
-    def feed_data(self, data) -> None:
-        self.feeds += 1
-        self._parser.feed_data(data)
-
-    def __getattr__(self, name):
-        return getattr(self._parser, name)
 
 
 def counted() -> tuple[HttptoolsCollect, CountingParser]:

@@ -10,6 +10,7 @@ import pytest
 from sink.config import MAX_HEADER_BYTES, Mode, SinkConfig
 from sink.context import SinkContext
 from sink.protocol import SinkProtocol
+from tests.support import CountingParser
 
 
 class FakeTransport:
@@ -148,21 +149,6 @@ def test_pipeline_backpressure_pauses_reading(loop):
 
 
 # -- the memo: a request repeated byte for byte is answered without a parse ---
-
-
-class CountingParser:
-    """Wraps the protocol's parser and counts the reads it is fed."""
-
-    def __init__(self, parser) -> None:
-        self._parser = parser
-        self.feeds = 0
-
-    def feed_data(self, data) -> None:
-        self.feeds += 1
-        self._parser.feed_data(data)
-
-    def __getattr__(self, name):
-        return getattr(self._parser, name)
 
 
 def counting(proto) -> CountingParser:
