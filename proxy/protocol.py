@@ -68,6 +68,9 @@ class Shared:
         self.registry = registry
         self.loop = loop
         self.pool = Pool(loop, config.max_idle_per_sink, config.connect_timeout, config.congestion)
+        # What --congestion still asks of each accepted connection once the
+        # listening sockets have it (sink/listening.py): "system", nothing, mostly.
+        self.accept_congestion = config.congestion
         self.stats = Stats()
         self.connections: set[ProxyProtocol] = set()
         # Exchanges waiting for the sink's response head, checked by sweep().
@@ -523,7 +526,7 @@ class ProxyProtocol(Corked, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            tcp.tune(sock, self.shared.config.congestion)
+            tcp.tune(sock, self.shared.accept_congestion)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip = peer[0].encode()

@@ -19,8 +19,8 @@ async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = No
     out = out or sys.stdout
     loop = asyncio.get_running_loop()
     shared = Shared(config, registry, loop)
-    server, host, port = await listen(
-        "chanproxy", lambda: ProxyProtocol(shared), config.host, config.port
+    server, host, port, shared.accept_congestion = await listen(
+        "chanproxy", lambda: ProxyProtocol(shared), config.host, config.port, config.congestion
     )
     mode = "buffering whole bodies (--buffer)" if config.buffer else "streaming"
     out.write(

@@ -55,6 +55,7 @@ class SinkContext:
     __slots__ = (
         "_cache",
         "_head_cache",
+        "accept_congestion",
         "access_log",
         "clock",
         "config",
@@ -89,6 +90,9 @@ class SinkContext:
         # URL -> whole response, for plain keep-alive HTTP/1.1 requests in fixed mode.
         self.fast: dict[bytes, bytes] = {}
         self.filler_fd = bodies.filler_file() if config.sendfile else None
+        # What --congestion still asks of each accepted connection once the
+        # listening sockets have it (sink/listening.py): "system", nothing, mostly.
+        self.accept_congestion = config.congestion
         self.date = b""
         self.clock = time.monotonic()  # refreshed once a second: timeouts' coarse clock
         self.tick()

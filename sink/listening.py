@@ -1,5 +1,6 @@
 """What chansink and chanproxy do to start listening: raise the open-files
-limit, bind (with errors a user can act on), and warn beyond loopback.
+limit, bind (with errors a user can act on), set --congestion on the
+listening sockets (engine/tcp.py), and warn beyond loopback.
 
 Servers raise their soft open-files limit to the hard one: one descriptor per
 connection, and a mock sink or a reference proxy that stops accepting at the
@@ -15,6 +16,9 @@ import ipaddress
 import resource
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
+
+from engine import tcp
 
 CAP = 1 << 20  # no more than this, even when the hard limit is unlimited
 
@@ -45,10 +49,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class Listening(NamedTuple):
+    server: asyncio.AbstractServer
+    host: str  # as bound
+    port: int  # as bound (the one the OS chose for 0)
+    accept_congestion: str  # the --congestion choice left for each accepted connection
+
+
 async def listen(
-    prog: str, factory: Callable[[], asyncio.BaseProtocol], host: str, port: int
-) -> tuple[asyncio.AbstractServer, str, int]:
-    """Bind ``host``:``port`` (0: any free port); (server, bound host, bound port)."""
+    prog: str,
+    factory: Callable[[], asyncio.BaseProtocol],
+    host: str,
+    port: int,
+    congestion: str = tcp.SYSTEM,
+) -> Listening:
+    """Bind ``host``:``port`` (0: any free port), with ``congestion`` on the listening sockets."""
     raise_open_files()
     loop = asyncio.get_running_loop()
     try:
@@ -60,6 +75,10 @@ async def listen(
                 " (stop the other server or choose another --port; --port 0 picks a free one)"
             ) from None
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    # No connection is accepted before this returns (nothing awaits in between),
+    # so every accepted connection starts with the listener's algorithm.
+    left = {tcp.prepare_listener(sock, congestion) for sock in server.sockets}
+    accept_congestion = tcp.SYSTEM if left == {tcp.SYSTEM} else congestion
     bound_host, bound_port = server.sockets[0].getsockname()[:2]
     if not is_loopback(host):
         print(
@@ -67,4 +86,4 @@ async def listen(
             " anything that can reach this machine can use it",
             file=sys.stderr,
         )
-    return server, bound_host, bound_port
+    return Listening(server, bound_host, bound_port, accept_congestion)

@@ -133,7 +133,7 @@ class SinkProtocol(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         fd = None
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            tcp.tune(sock, self._ctx.config.congestion)
+            tcp.tune(sock, self._ctx.accept_congestion)
             fd = sock.fileno()
         self._replies = ReplyQueue(self._ctx, self._loop, transport, fd)
         stats = self._stats

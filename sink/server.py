@@ -92,8 +92,8 @@ async def serve(config: SinkConfig, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     loop = asyncio.get_running_loop()
     ctx = SinkContext(config, access_log=out if config.access_log else None)
-    server, host, port = await listen(
-        "chansink", lambda: SinkProtocol(ctx, loop), config.host, config.port
+    server, host, port, ctx.accept_congestion = await listen(
+        "chansink", lambda: SinkProtocol(ctx, loop), config.host, config.port, config.congestion
     )
     out.write(banner(config, host, port) + "\n")
     out.flush()

@@ -40,6 +40,14 @@ def algorithms(filter_: str) -> list[str]:
     return found
 
 
+def listening(port: int) -> list[str]:
+    """The congestion control of the socket listening on ``port``, as ss shows it."""
+    out = subprocess.run(
+        ["ss", "-tlinH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return [w for w in out.split() if w in AVAILABLE]
+
+
 def wait_for_sockets(filter_: str, count: int = 1) -> list[str]:
     return wait_until(
         lambda: (got := algorithms(filter_)) and len(got) >= count and got,
@@ -62,6 +70,9 @@ def test_chansink_uses_reno_on_loopback_unless_told(sink_factory):
     default = sink_factory()
     system = sink_factory("--congestion", "system")
     assert "TCP:       reno on loopback" in default.output()
+    # On the listening socket, so that connections start with it (engine/tcp.py).
+    assert listening(default.port) == ["reno"]
+    assert listening(system.port) == [SYSTEM]
     with hold_request(default.port), hold_request(system.port):
         assert wait_for_sockets(f"sport = :{default.port}") == ["reno"]
         assert wait_for_sockets(f"sport = :{system.port}") == [SYSTEM]
@@ -81,6 +92,7 @@ def test_chanproxy_uses_it_on_both_sides(proxy_factory, sink_factory, tmp_path):
         while b"\r\n\r\n" not in data:
             data += sock.recv(65536)
         assert data.startswith(b"HTTP/1.1 200 ")
+        assert listening(proxy.port) == ["reno"]
         assert wait_for_sockets(f"sport = :{proxy.port}") == ["reno"]  # client side
         assert wait_for_sockets(f"dport = :{sink.port}") == ["reno"]  # upstream
         assert wait_for_sockets(f"sport = :{sink.port}") == [SYSTEM]  # the sink's own
