@@ -126,6 +126,9 @@ class ClientConnection:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            tcp.tune(sock, self.pool.congestion)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -566,12 +569,10 @@ class Pool:
                         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow
                         # a cancellation that races with completion (bpo-42130).
                         async with asyncio.timeout(self.timeout):
-                            _, conn = await tcp.connect(
-                                self.loop,
+                            _, conn = await self.loop.create_connection(
                                 lambda: self.connection_class(vu, self),
                                 self.url.host,
                                 self.url.port,
-                                self.congestion,
                             )
                 except (OSError, TimeoutError) as exc:
                     vu.failures += 1

@@ -14,27 +14,27 @@ opens or accepts (TCP_CONGESTION, like iperf3's ``-C``):
   must be available (tcp_available_congestion_control) and, without
   privileges, allowed (tcp_allowed_congestion_control).
 
-The algorithm is set before the handshake: on a socket before it connects,
-and on the listening socket for the connections it accepts (when every peer
-is on loopback, or for a named choice). A connection that starts with BBR
-keeps BBR's pacing after a later switch to another algorithm (the kernel sets
-the socket's pacing flag in BBR's init and nothing clears it), and on this
-VM that pacing cost chansink's 1 MiB downloads to wrk much of their rate
-(bench_results/perf-sink.md). Only a listener on a wildcard address with
-``auto`` still decides per accepted connection, after the handshake.
+Servers set it on their listening socket (when every peer is on loopback,
+or for a named choice), so that accepted connections start with it: a
+connection that starts with BBR keeps BBR's pacing after a later switch to
+another algorithm (the kernel sets the socket's pacing flag in BBR's init and
+nothing clears it), and that pacing cost chansink's 1 MiB downloads to wrk
+much of their rate (bench_results/perf-sink.md, before and after). Clients
+(chanload, chanproxy's upstream pool) switch right after connecting:
+connecting a prepared socket instead (``sock_connect``, then
+``create_connection(sock=)``) showed no clear gain in 1 MiB uploads and
+left more requests undone at the end of open-model runs at 50,000 req/s, in
+ad-hoc A/B runs on this VM (cause not found). A listener on a wildcard
+address with ``auto`` also decides per accepted connection.
 
 Only our own sockets change: a proxy under test keeps its own settings.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import ipaddress
-import os
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 AUTO = "auto"
@@ -107,36 +107,22 @@ def algorithm(choice: str, peer: str | None) -> str | None:
     return choice
 
 
-def prepare(sock: socket.socket, choice: str, peer: str | None) -> None:
-    """TCP_NODELAY, and the congestion control ``choice`` gives for ``peer``, on ``sock``.
-
-    Meant for a socket that has not connected yet: the handshake then starts
-    with the algorithm, and the system's default never runs on it.
-    """
+def tune(sock: socket.socket, choice: str = AUTO) -> None:
+    """TCP_NODELAY, and the congestion control ``choice`` gives, on a connected socket."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if choice == SYSTEM or not _HAVE:
         return
-    name = algorithm(choice, peer)
-    if name is not None:
-        # Refused (auto): the connection keeps the system's default. A named
-        # choice was checked at start.
-        with contextlib.suppress(OSError):
+    try:
+        name = algorithm(choice, sock.getpeername()[0] if choice == AUTO else None)
+        if name is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode())
-
-
-def tune(sock: socket.socket, choice: str = AUTO) -> None:
-    """``prepare`` for a connected socket (the peer is read from it)."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    peer = None
-    if choice == AUTO:
-        try:
-            peer = sock.getpeername()[0]
-        except OSError:
-            peer = None  # the peer is already gone
-    prepare(sock, choice, peer)
+    except OSError:
+        # The peer is already gone, or (auto) the algorithm is refused: the
+        # connection keeps the system's default. A named choice was checked
+        # at start.
+        pass
 
 
 def prepare_listener(sock: socket.socket, choice: str) -> str:
@@ -159,65 +145,6 @@ def prepare_listener(sock: socket.socket, choice: str) -> str:
     except OSError:
         return choice
     return SYSTEM
-
-
-def _addresses_of_literal(host: str, port: int) -> list[tuple] | None:
-    """getaddrinfo's answer for an IP address literal, without asking it; else None."""
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.scope_id:
-            return None  # fe80::1%eth0: the resolver knows the interface's number
-        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
-    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
-
-
-async def connect(
-    loop: asyncio.AbstractEventLoop,
-    factory: Callable[[], asyncio.BaseProtocol],
-    host: str,
-    port: int,
-    choice: str = AUTO,
-) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
-    """``loop.create_connection(factory, host, port)`` with ``prepare`` before the handshake.
-
-    Each address ``host`` resolves to is tried in turn, as create_connection
-    does; the error of a single failed address is raised as it is (``[Errno
-    111] Connection refused``), several different ones together.
-    """
-    infos = _addresses_of_literal(host, port)
-    if infos is None:
-        infos = await loop.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
-        if not infos:
-            raise OSError(f"getaddrinfo({host!r}) returned an empty list")
-    errors: list[OSError] = []
-    for family, _type, proto, _name, address in infos:
-        sock = socket.socket(family, socket.SOCK_STREAM, proto)
-        try:
-            sock.setblocking(False)
-            prepare(sock, choice, address[0])
-            await loop.sock_connect(sock, address)
-        except OSError as exc:
-            sock.close()
-            if exc.errno:
-                exc = type(exc)(exc.errno, os.strerror(exc.errno))
-            errors.append(exc)
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        try:
-            return await loop.create_connection(factory, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-    if len({str(exc) for exc in errors}) == 1:
-        raise errors[0]
-    raise OSError("Multiple exceptions: " + ", ".join(str(exc) for exc in errors))
 
 
 def current(sock: socket.socket) -> str:

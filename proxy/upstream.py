@@ -86,6 +86,9 @@ class UpstreamConnection(Corked, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            tcp.tune(sock, self.pool.congestion)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -231,8 +234,8 @@ class Pool:
 
     async def connect(self, key: tuple[str, int]) -> UpstreamConnection:
         async with asyncio.timeout(self.connect_timeout):
-            _, conn = await tcp.connect(
-                self.loop, lambda: UpstreamConnection(self, key), key[0], key[1], self.congestion
+            _, conn = await self.loop.create_connection(
+                lambda: UpstreamConnection(self, key), key[0], key[1]
             )
         self.opened += 1
         return conn

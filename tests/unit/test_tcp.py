@@ -84,16 +84,18 @@ def test_describe_names_the_system_default():
     assert tcp.describe("cubic") == "cubic (--congestion cubic)"
 
 
-# -- before the handshake: listening sockets and connect() ---------------------
+# -- listening sockets ---------------------------------------------------------
 # A connection that starts with BBR keeps BBR's pacing after a later switch
-# (engine/tcp.py), so the algorithm must be on the socket before the handshake.
+# (engine/tcp.py): servers set the algorithm on the listening socket, and the
+# connections they accept start with it.
 
 
-def listener_on(host: str) -> socket.socket:
+def listener_on(host: str, listen: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.bind((host, 0))
-    sock.listen()
+    if listen:
+        sock.listen()
     return sock
 
 
@@ -109,7 +111,8 @@ def test_a_loopback_listener_gets_reno_and_its_connections_start_with_it():
 
 
 def test_a_wildcard_listener_leaves_auto_to_each_connection():
-    with listener_on("0.0.0.0") as listener:  # bound only for getsockname(); nobody connects
+    # Bound, not listening: only its address matters, and nothing outside can connect.
+    with listener_on("0.0.0.0", listen=False) as listener:
         assert tcp.prepare_listener(listener, "auto") == "auto"
         assert tcp.current(listener) == tcp.system_default()
         assert tcp.prepare_listener(listener, "reno") == "system"  # a name: every peer
@@ -120,106 +123,3 @@ def test_system_leaves_a_listener_alone():
     with listener_on("127.0.0.1") as listener:
         assert tcp.prepare_listener(listener, "system") == "system"
         assert tcp.current(listener) == tcp.system_default()
-
-
-class SpyLoop:
-    """The running loop, noting each socket's options when sock_connect is called."""
-
-    def __init__(self, loop) -> None:
-        self.loop = loop
-        self.seen: list[tuple[str, int]] = []
-
-    async def getaddrinfo(self, *args, **kwargs):
-        return await self.loop.getaddrinfo(*args, **kwargs)
-
-    async def sock_connect(self, sock, address):
-        nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        self.seen.append((tcp.current(sock), nodelay))
-        return await self.loop.sock_connect(sock, address)
-
-    async def create_connection(self, *args, **kwargs):
-        return await self.loop.create_connection(*args, **kwargs)
-
-
-def connect_with(choice: str, host: str, port: int) -> tuple[list, str, bytes]:
-    """tcp.connect on a spied loop; (options seen at connect, algorithm after, echo)."""
-    import asyncio
-
-    import uvloop
-
-    async def scenario():
-        loop = SpyLoop(asyncio.get_running_loop())
-        received = asyncio.get_running_loop().create_future()
-
-        class Echo(asyncio.Protocol):
-            def data_received(self, data):
-                received.set_result(data)
-
-        transport, _ = await tcp.connect(loop, Echo, host, port, choice)
-        try:
-            algo = tcp.current(transport.get_extra_info("socket"))
-            transport.write(b"ping")
-            return loop.seen, algo, await asyncio.wait_for(received, 5)
-        finally:
-            transport.close()
-
-    return uvloop.run(scenario())
-
-
-@pytest.fixture
-def echo_server():
-    """A loopback TCP server that echoes one message per connection, on a thread."""
-    import threading
-
-    listener = listener_on("127.0.0.1")
-    stop = threading.Event()
-
-    def serve():
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                data = conn.recv(64)
-                if data:
-                    conn.sendall(data)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    listener.close()
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-def test_connect_sets_the_algorithm_before_the_handshake(echo_server, host):
-    seen, algo, echoed = connect_with("auto", host, echo_server)
-    assert echoed == b"ping"  # a working connection
-    assert seen[-1] == ("reno", 1)  # already reno and TCP_NODELAY when connecting
-    assert algo == "reno"
-
-
-def test_connect_with_system_changes_nothing(echo_server):
-    seen, algo, echoed = connect_with("system", "127.0.0.1", echo_server)
-    assert echoed == b"ping"
-    assert seen == [(tcp.system_default(), 1)]
-    assert algo == tcp.system_default()
-
-
-def test_connect_reports_a_refusal_as_create_connection_does():
-    with socket.socket() as bound:
-        bound.bind(("127.0.0.1", 0))  # bound, not listening: refused
-        port = bound.getsockname()[1]
-        with pytest.raises(ConnectionRefusedError) as err:
-            connect_with("auto", "127.0.0.1", port)
-    assert str(err.value) == "[Errno 111] Connection refused"
-
-
-def test_addresses_of_literals_skip_the_resolver():
-    assert tcp._addresses_of_literal("127.0.0.1", 80)[0][4] == ("127.0.0.1", 80)
-    assert tcp._addresses_of_literal("::1", 80)[0][0] == socket.AF_INET6
-    assert tcp._addresses_of_literal("localhost", 80) is None
