@@ -21,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from engine import tcp
 from tests.perf.common import (
     cpu_sets,
     median,
@@ -183,6 +184,11 @@ def render(args, info, results) -> tuple[str, bool]:
         f" {args.rounds} rounds, order alternating. The proxy on CPU 1; chanload and chansink"
         " on CPU 0. nginx: one worker, proxy_pass over keep-alive, proxy_buffering and"
         " proxy_request_buffering off. chanproxy: one process, streaming.",
+        "",
+        f"TCP congestion control of chanload, chansink and chanproxy: {tcp.describe(tcp.AUTO)},"
+        " their default (chansink and chanproxy set it on their listening sockets). nginx has"
+        f" no such setting and keeps the system's default, {tcp.system_default()}, on its"
+        " sockets.",
         "",
         "| round | chanproxy req/s | chanproxy p99 | nginx req/s | nginx p99 | ratio |",
         "|---|---|---|---|---|---|",
