@@ -26,6 +26,7 @@ import h11
 import httptools
 
 from engine import __version__
+from engine.memo import MEMO_MAX, ReadMemo
 
 USER_AGENT = f"chanload/{__version__}"
 _HEAD_END = b"\r\n\r\n"
@@ -116,17 +117,13 @@ class ResponseFramer:
 # (BufferedProtocol) and the framer parses it before anything else can run,
 # so sharing it is safe, and a large read is never copied into a new object.
 READ_BUFFER_SIZE = 1024 * 1024
-# The response memo (HttptoolsFramer): responses up to this size, and one in
-# MEMO_WAIT chances while they keep differing (e.g. a proxy's request ids).
-MEMO_MAX = 4096
-MEMO_WAIT = 64
 READ_BUFFER = bytearray(READ_BUFFER_SIZE)
 READ_VIEW = memoryview(READ_BUFFER)
 # get_buffer(sizehint) as a C-level callable: a dict lookup, not a Python frame.
 GET_READ_BUFFER = collections.defaultdict(lambda: READ_BUFFER).__getitem__
 
 
-class HttptoolsFramer(ResponseFramer):
+class HttptoolsFramer(ReadMemo, ResponseFramer):
     """Responses parsed by llhttp; body bytes counted, never copied.
 
     ``buffer_updated(n)`` (the asyncio BufferedProtocol callback) parses the
@@ -147,12 +144,9 @@ class HttptoolsFramer(ResponseFramer):
         # The last response that came whole in one read: the same bytes again
         # are the same response, counted without parsing them (see
         # buffer_updated). Its length is -1 until there is one.
-        self._memo = b""
-        self._memo_len = -1
+        self._memo_reset()
         self._memo_status = 0
         self._memo_body = 0
-        self._memo_used = True  # False: no hit since it was memoised
-        self._memo_wait = 0  # responses keep differing: skip this many chances
         self._wire = 0  # bytes of the current response so far
         self._head_end = -1  # length of its header section, once found
         self._head_data = b""  # the header section, kept only for eof()
@@ -243,15 +237,9 @@ class HttptoolsFramer(ResponseFramer):
         if self._memo_wait:
             self._memo_wait -= 1
             return
-        if n == self._memo_len and READ_BUFFER.startswith(self._memo):
-            return
-        if not self._memo_used:  # the last memo never served: responses differ
-            self._memo_wait = MEMO_WAIT
-        self._memo_used = False
-        self._memo = bytes(READ_VIEW[:n])
-        self._memo_len = n
-        self._memo_status = status
-        self._memo_body = body
+        if self._memo_take(READ_BUFFER, READ_VIEW, n):
+            self._memo_status = status
+            self._memo_body = body
 
     def pending_bytes(self) -> int:
         return self._wire

@@ -15,6 +15,7 @@ import time
 import httptools
 
 from engine import tcp
+from engine.memo import MEMO_MAX, ReadMemo
 from sink import bodies
 from sink.config import MAX_HEADER_BYTES, Mode
 from sink.context import READ_BUFFER_SIZE, SinkContext
@@ -26,18 +27,11 @@ from sink.responder import Reply
 RAW_HEAD_LIMIT = MAX_HEADER_BYTES + READ_BUFFER_SIZE
 
 
-# Requests in a row that differ: memoise one in this many.
-MEMO_WAIT = 64
-# Larger requests are not memoised (their parse is cheap beside their size),
-# so a memo costs a connection at most this much.
-MEMO_MAX = 4096
-
-
 class HeaderTooLarge(Exception):
     """The request's header section is over the limit (431)."""
 
 
-class SinkProtocol(asyncio.BufferedProtocol):
+class SinkProtocol(ReadMemo, asyncio.BufferedProtocol):
     __slots__ = (
         "_auth",
         "_ctx",
@@ -101,14 +95,9 @@ class SinkProtocol(asyncio.BufferedProtocol):
         # The last request read whole in one read and answered from the fast
         # path: the same bytes again are answered without parsing them (see
         # buffer_updated). Its length is -1 until there is one.
-        self._memo = b""
-        self._memo_len = -1
+        self._memo_reset()
         self._memo_url = b""
         self._memo_body = 0
-        # A memo never used before the next one came along means requests
-        # that differ: wait this many chances before memoising again.
-        self._memo_used = True
-        self._memo_wait = 0
         self._fast_url: bytes | None = None  # set by the fast path, for the memo
 
         # Per-request state.
@@ -214,15 +203,9 @@ class SinkProtocol(asyncio.BufferedProtocol):
                 self._refuse(431, bodies.ERR_HEADERS_TOO_LARGE)
 
     def _memoise(self, nbytes: int, url: bytes, body_bytes: int) -> None:
-        if nbytes == self._memo_len and self._read_buffer.startswith(self._memo):
-            return
-        if not self._memo_used:
-            self._memo_wait = MEMO_WAIT
-        self._memo_used = False
-        self._memo = bytes(self._read_view[:nbytes])
-        self._memo_len = nbytes
-        self._memo_url = url
-        self._memo_body = body_bytes
+        if self._memo_take(self._read_buffer, self._read_view, nbytes):
+            self._memo_url = url
+            self._memo_body = body_bytes
 
     def eof_received(self) -> bool:
         # Half-close from the client: finish the replies it is owed, then close.
