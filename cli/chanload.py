@@ -30,6 +30,7 @@ from engine.report.console import summary
 from engine.report.files import append_csv, write_document, write_json
 from engine.report.hdrlog import write_hdr_log
 from engine.scenarios import SCENARIOS
+from engine.statuses import DEFAULT_EXPECT
 from engine.target import TargetError
 
 PROG = "chanload"
@@ -48,6 +49,53 @@ app = typer.Typer(
 
 SCENARIO_HELP = "\n".join(f"  {name:15s} {s.description}" for name, s in SCENARIOS.items())
 
+# Options the commands share.
+HeaderOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-H",
+        "--header",
+        help="A header sent with every request (and the preflight), as 'Name: value';"
+        " repeatable. E.g. -H 'x-api-key: KEY' for a channel with client authentication."
+        " Host, Content-Length and Transfer-Encoding cannot be set. Values of"
+        " Authorization, X-Api-Key and Cookie are never printed.",
+        show_default=False,
+    ),
+]
+ExpectStatusOption = Annotated[
+    str,
+    typer.Option(
+        help="Statuses that count as successes, e.g. '200-299,401'; every other response"
+        " is a failed request (an error), as k6's http_req_failed.",
+    ),
+]
+SinkOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sink",
+        "--destination",
+        help=f"Mock sink URL: direct_sink's target, and where a Lightning channel forwards"
+        f" (--destination is today's Lightning's name for it) \\[default: {DEFAULT_SINK}].",
+        show_default=False,
+    ),
+]
+NodeOption = Annotated[
+    str | None, typer.Option(help="Lightning node name \\[default: lightning@<hostname>].")
+]
+CookieOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Erlang cookie (else $CHANLOAD_COOKIE, else ~/.erlang.cookie). Never printed."
+    ),
+]
+RepointOption = Annotated[
+    bool,
+    typer.Option(
+        help="Lightning: when the channel found forwards elsewhere than --sink, point it at"
+        " --sink (without it, chanload stops and says where it forwards)."
+    ),
+]
+
 RUN_HELP = f"""\
 Drive HTTP load at a channel proxy (or the sink itself) and report throughput,
 latency percentiles, errors and status codes, as the seed's load_test.exs did.
@@ -63,8 +111,10 @@ leave at fixed times (start + k/R) on up to --concurrency connections; a
 request due when no connection is free is counted as dropped, never queued;
 latency is reported corrected (from the intended send time) and uncorrected,
 and the run is marked invalid if the generator itself fell behind. Errors are
-transport failures (connect, timeout, closed, reset, protocol) plus 5xx
-answers, each request counted once.
+transport failures (connect, timeout, closed, reset, protocol) plus responses
+whose status is not a success (by default: 400 and above; see --expect-status),
+each request counted once. direct_destination and slow_destination (today's
+Lightning's names) are direct_sink and slow_sink.
 
 Targets: direct_sink goes to <--sink>/test. Every other scenario goes through
 a proxy: with --channel-url, any proxy at that URL; without it, Lightning:
@@ -103,39 +153,29 @@ def run(
     ] = None,
     duration: Annotated[float, typer.Option(help="Seconds of load.")] = DEFAULT_DURATION,
     target: Annotated[str, typer.Option(help="Lightning base URL.")] = DEFAULT_TARGET,
-    sink: Annotated[
-        str | None,
-        typer.Option(help=f"Mock sink URL (direct_sink's target) [default: {DEFAULT_SINK}]."),
-    ] = None,
+    sink: SinkOption = None,
     channel_url: Annotated[
         str | None,
         typer.Option(help="Send requests to this channel URL of any proxy (no Erlang node)."),
     ] = None,
-    node: Annotated[
-        str | None, typer.Option(help="Lightning node name [default: lightning@<hostname>].")
-    ] = None,
-    cookie: Annotated[
-        str | None,
-        typer.Option(
-            help="Erlang cookie (else $CHANLOAD_COOKIE, else ~/.erlang.cookie). Never printed."
-        ),
-    ] = None,
+    node: NodeOption = None,
+    cookie: CookieOption = None,
     channel: Annotated[str, typer.Option(help="Channel name to find or create.")] = DEFAULT_CHANNEL,
     payload_size: Annotated[
         int | None,
-        typer.Option(help="Request body size in bytes [default: 1024; large_payload: 1048576]."),
+        typer.Option(help="Request body size in bytes \\[default: 1024; large_payload: 1048576]."),
     ] = None,
     response_size: Annotated[
         int | None,
         typer.Option(
             help="Response body size, asked of the sink with ?response_size=N"
-            " [default: none; large_response: 1048576]."
+            " \\[default: none; large_response: 1048576]."
         ),
     ] = None,
     delay: Annotated[
         int | None,
         typer.Option(
-            help="Sink delay in ms, asked with ?delay=N [default: none; slow_sink: 2000]."
+            help="Sink delay in ms, asked with ?delay=N \\[default: none; slow_sink: 2000]."
         ),
     ] = None,
     timeout: Annotated[
@@ -195,6 +235,9 @@ def run(
         ),
     ] = None,
     congestion: Annotated[str, typer.Option(help=tcp.HELP)] = tcp.AUTO,
+    header: HeaderOption = None,
+    expect_status: ExpectStatusOption = DEFAULT_EXPECT,
+    repoint_channel: RepointOption = False,
     quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
     preflight: Annotated[
         bool,
@@ -231,6 +274,9 @@ def run(
         preflight=preflight,
         sample_interval=sample_interval,
         target_pid=target_pid,
+        headers=tuple(header or ()),
+        expect_status=expect_status,
+        repoint_channel=repoint_channel,
         argv=tuple(shown_args("run")),
     )
     for option, path in (("--csv", csv), ("--json", json), ("--hdr-log", hdr_log)):
@@ -307,11 +353,14 @@ def report_saturation(result, config: RunConfig, limits, hdr_log) -> None:
 def make_config(*, cookie: str | None, **options) -> RunConfig:
     """A RunConfig, or exit 2 with every problem on its own line (the last one via fail)."""
     try:
-        return RunConfig(cookie=cookie or os.environ.get("CHANLOAD_COOKIE"), **options)
+        config = RunConfig(cookie=cookie or os.environ.get("CHANLOAD_COOKIE"), **options)
     except ConfigError as exc:
         for problem in exc.problems[:-1]:
             print(f"{PROG}: error: {problem}", file=sys.stderr)
         raise fail(PROG, exc.problems[-1], 2) from None
+    for note in config.notes():
+        print(f"{PROG}: warning: {note}", file=sys.stderr)
+    return config
 
 
 def shown_args(command: str) -> list[str]:
@@ -389,11 +438,9 @@ def suite(
     channel_url: Annotated[
         str | None, typer.Option(help="The channel URL of any proxy ({scenario} is replaced).")
     ] = None,
-    sink: Annotated[
-        str | None, typer.Option(help=f"Mock sink URL [default: {DEFAULT_SINK}].")
-    ] = None,
-    node: Annotated[str | None, typer.Option(help="Lightning node name.")] = None,
-    cookie: Annotated[str | None, typer.Option(help="Erlang cookie. Never printed.")] = None,
+    sink: SinkOption = None,
+    node: NodeOption = None,
+    cookie: CookieOption = None,
     target: Annotated[str, typer.Option(help="Lightning base URL.")] = DEFAULT_TARGET,
     channel: Annotated[str, typer.Option(help="Channel name (Lightning).")] = DEFAULT_CHANNEL,
     target_pid: Annotated[
@@ -421,6 +468,9 @@ def suite(
             " time, memory, an overview of all scenarios). Needs matplotlib."
         ),
     ] = True,
+    header: HeaderOption = None,
+    expect_status: ExpectStatusOption = DEFAULT_EXPECT,
+    repoint_channel: RepointOption = False,
 ) -> None:
     from engine import suite as suite_mod
     from engine.embedded import Embedded, EmbeddedError
@@ -447,6 +497,9 @@ def suite(
         quiet=True,
         target_pid=target_pid,
         workers=workers,
+        headers=tuple(header or ()),
+        expect_status=expect_status,
+        repoint_channel=repoint_channel,
     )
     limits = parse_thresholds(threshold)
     if problem := ensure_open_files(concurrency):
@@ -485,6 +538,48 @@ def suite(
         raise typer.Exit(1)
     if outcome.thresholds_failed:
         raise typer.Exit(3)
+
+
+lightning_app = typer.Typer(
+    no_args_is_help=True,
+    help="What chanload leaves on a Lightning node, and how to remove it.",
+)
+app.add_typer(lightning_app, name="lightning")
+
+
+@lightning_app.command(short_help="Remove the channel, project and user chanload created.")
+def cleanup(
+    node: NodeOption = None,
+    cookie: CookieOption = None,
+    channel: Annotated[
+        str, typer.Option(help="Channel name, on a Lightning that cannot list a project's.")
+    ] = DEFAULT_CHANNEL,
+) -> None:
+    """Remove what chanload created on a Lightning node, through the node's own functions.
+
+    A run leaves its user (chanload-load-test@example.com), the 'load-test'
+    project that user owns, and the channels in it (each with the requests
+    Lightning recorded). This deletes the channels (delete_channel, with the
+    user as the actor, where Lightning has it), the project (delete_project)
+    and the user (purge_user or delete_user), and detaches any telemetry
+    collector a run could not remove (do not run it while a run is going).
+    Same-named channels and projects of anyone else are left alone.
+    """
+    config = make_config(node=node, cookie=cookie, channel=channel)
+    from engine import lightning
+
+    try:
+        removed = eventloop.run(lightning.cleanup(config, sys.stdout))
+    except TargetError as exc:
+        if exc.hint:
+            print(exc.hint, file=sys.stderr)
+        raise fail(PROG, str(exc), exc.code) from None
+    if not removed:
+        print("Nothing of chanload's was on the node.")
+        return
+    print(f"Removed {len(removed)}:")
+    for line in removed:
+        print(f"  {line}")
 
 
 @app.command(short_help="Merge runs made at the same time on several machines.")

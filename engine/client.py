@@ -62,14 +62,24 @@ class RequestSpec:
 
 
 def build_specs(
-    url: HttpUrl, methods: Sequence[str], body: bytes, with_body: frozenset[str]
+    url: HttpUrl,
+    methods: Sequence[str],
+    body: bytes,
+    with_body: frozenset[str],
+    headers: Sequence[tuple[str, str]] = (),
 ) -> tuple[RequestSpec, ...]:
-    """Request kinds for ``methods``; the body object is shared by all of them."""
+    """Request kinds for ``methods`` (with ``headers``); the body object is shared by all."""
     shared = memoryview(body)
     specs = []
     for method in methods:
         has_body = method in with_body
-        head = build_request_head(method, url.authority, url.path, len(body) if has_body else None)
+        head = build_request_head(
+            method,
+            url.authority,
+            url.path,
+            len(body) if has_body else None,
+            extra_headers=list(headers),
+        )
         if not has_body:
             specs.append(RequestSpec(method, head, None, head, 0, len(head)))
             continue

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from engine import tcp
-from engine.scenarios import SCENARIO_NAMES, SCENARIOS, Scenario
+from engine.scenarios import SCENARIO_ALIASES, SCENARIO_NAMES, SCENARIOS, Scenario
+from engine.statuses import DEFAULT_EXPECT, ExpectedStatuses, parse_expect
 
 # The seed's defaults (load_test.exs).
 DEFAULT_TARGET = "http://localhost:4000"
@@ -21,6 +22,13 @@ DEFAULT_PAYLOAD_SIZE = 1024
 DEFAULT_TIMEOUT = 30.0
 PARSERS = ("httptools", "h11")
 SECRET_OPTIONS = ("--cookie",)
+# Header values never shown (banner, command line, JSON): credentials.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie"})
+HEADER_OPTIONS = ("-H", "--header")
+# Headers -H may not set: chanload frames every request itself.
+FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
+# RFC 9110 5.6.2: a field name is a token.
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class ConfigError(ValueError):
@@ -81,14 +89,39 @@ def default_node() -> str:
     return f"lightning@{socket.gethostname().split('.')[0]}"
 
 
+def mask_header(line: str) -> str:
+    """``'X-Api-Key: k'`` -> ``'X-Api-Key: ***'``; other headers as they are."""
+    name, colon, _ = line.partition(":")
+    return f"{name}: ***" if colon and name.strip().lower() in SECRET_HEADERS else line
+
+
+def masked_headers(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((n, "***" if n.lower() in SECRET_HEADERS else v) for n, v in pairs)
+
+
 def masked_argv(argv: tuple[str, ...] | list[str]) -> list[str]:
-    """``argv`` with the value of every secret option replaced by ``***``."""
+    """``argv`` with secrets replaced by ``***``: the cookie, credentials in -H."""
     out: list[str] = []
     hide_next = False
+    header_next = False
     for arg in argv:
         if hide_next:
             out.append("***")
             hide_next = False
+            continue
+        if header_next:
+            out.append(mask_header(arg))
+            header_next = False
+            continue
+        if arg in HEADER_OPTIONS:
+            out.append(arg)
+            header_next = True
+            continue
+        if arg.startswith("--header="):
+            out.append("--header=" + mask_header(arg.partition("=")[2]))
+            continue
+        if arg.startswith("-H") and len(arg) > 2:
+            out.append("-H" + mask_header(arg[2:]))
             continue
         name, eq, _ = arg.partition("=")
         if name in SECRET_OPTIONS:
@@ -100,6 +133,28 @@ def masked_argv(argv: tuple[str, ...] | list[str]) -> list[str]:
             continue
         out.append(arg)
     return out
+
+
+def parse_header(line: str) -> tuple[str, str]:
+    """``'Name: value'`` -> (name, value); ValueError naming what is wrong."""
+    name, colon, value = line.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon or not name:
+        raise ValueError(f"--header {line!r}: expected 'Name: value'")
+    if any(c in line for c in "\r\n\0"):
+        raise ValueError(f"--header {line!r}: a header may not contain CR, LF or NUL")
+    if not set(name) <= _TCHAR:
+        raise ValueError(f"--header {line!r}: {name!r} is not a valid header name")
+    if name.lower() in FRAMING_HEADERS:
+        raise ValueError(
+            f"--header {line!r}: chanload sets {name} itself (it frames every request);"
+            " it cannot be overridden"
+        )
+    if any(not (" " <= c <= "~" or c == "\t") for c in value):
+        raise ValueError(
+            f"--header {line!r}: the value must be printable ASCII (no control characters)"
+        )
+    return name, value
 
 
 MAX_WORKERS = 64
@@ -133,9 +188,15 @@ class RunConfig:
     slo_error_rate: float = 1.0  # saturation: ... and within this error rate (percent)
     workers: int = 1  # processes sharing the load, each with its own event loop
     congestion: str = tcp.AUTO  # TCP congestion control of our connections (engine/tcp.py)
+    headers: tuple[str, ...] = ()  # -H 'Name: value', sent with every request
+    expect_status: str = DEFAULT_EXPECT  # statuses that are successes; others fail
+    repoint_channel: bool = False  # Lightning: point a found channel at --sink
     argv: tuple[str, ...] = field(default=(), repr=False)  # may hold secrets
 
     def __post_init__(self) -> None:
+        # Today's Lightning benchmark names (benchmarking/channels/) for the seed's.
+        if self.scenario in SCENARIO_ALIASES:
+            object.__setattr__(self, "scenario", SCENARIO_ALIASES[self.scenario])
         problems = self.problems()
         if problems:
             raise ConfigError(problems)
@@ -146,6 +207,9 @@ class RunConfig:
             out.append(
                 f"--scenario {self.scenario!r} is unknown; expected one of: "
                 + ", ".join(SCENARIO_NAMES)
+                + " (or "
+                + ", ".join(SCENARIO_ALIASES)
+                + ")"
             )
         if self.concurrency < 1:
             out.append(f"--concurrency must be a whole number >= 1, got {self.concurrency}")
@@ -196,6 +260,27 @@ class RunConfig:
             out.append(f"--target-pid must be a process id, got {self.target_pid}")
         if not self.channel:
             out.append("--channel must not be empty")
+        for line in self.headers:
+            try:
+                parse_header(line)
+            except ValueError as exc:
+                out.append(str(exc))
+        try:
+            parse_expect(self.expect_status)
+        except ValueError as exc:
+            out.append(str(exc))
+        return out
+
+    def notes(self) -> list[str]:
+        """Warnings about settings that are valid but probably not meant."""
+        out = []
+        for name, value in self.header_pairs:
+            if name.lower() == "x-request-id" and 20 <= len(value) <= 200:
+                out.append(
+                    f"--header {name}: every request carries the same id; Lightning keeps"
+                    " a client's id of 20-200 characters and records each request under"
+                    " it, so it answers all but the first with 503"
+                )
         return out
 
     # -- effective values ----------------------------------------------------
@@ -221,6 +306,14 @@ class RunConfig:
         if self.delay is not None:
             return self.delay
         return self.scenario_spec.default_delay_ms
+
+    @property
+    def header_pairs(self) -> tuple[tuple[str, str], ...]:
+        return tuple(parse_header(line) for line in self.headers)
+
+    @property
+    def expected(self) -> ExpectedStatuses:
+        return parse_expect(self.expect_status)
 
     @property
     def node_name(self) -> str:

@@ -48,13 +48,21 @@ def build_request_head(
     content_type: str | None = "application/json",
     extra_headers: list[tuple[str, str]] | None = None,
 ) -> bytes:
-    """The request line and headers, validated by h11 (built once, sent many times)."""
-    headers = [("Host", host), ("User-Agent", USER_AGENT)]
-    if content_type is not None:
+    """The request line and headers, validated by h11 (built once, sent many times).
+
+    ``extra_headers`` (the user's -H) replace our User-Agent and Content-Type
+    when they name them, as curl's -H does.
+    """
+    extra = list(extra_headers or [])
+    named = {name.lower() for name, _ in extra}
+    headers = [("Host", host)]
+    if "user-agent" not in named:
+        headers.append(("User-Agent", USER_AGENT))
+    if content_type is not None and "content-type" not in named:
         headers.append(("Content-Type", content_type))
     if body_length is not None:
         headers.append(("Content-Length", str(body_length)))
-    headers += extra_headers or []
+    headers += extra
     conn = h11.Connection(h11.CLIENT)
     try:
         return conn.send(h11.Request(method=method, target=target, headers=headers))

@@ -9,6 +9,7 @@ removed after it, also when the run fails or is interrupted.
 
 from __future__ import annotations
 
+import secrets
 import stat
 import sys
 from importlib import resources
@@ -18,20 +19,20 @@ from typing import Any, TextIO
 from engine.beam.dist import BadRpc, DistError, Node, RpcTimeout
 from engine.beam.terms import Atom
 from engine.config import RunConfig, parse_url
+from engine.lightning_setup import LightningApi, Setup, SetupError, text
 from engine.metrics import new_histogram
 from engine.probes import MemoryProbe, ProbeLost
 from engine.target import Target, TargetError, check, check_sink
-from engine.timing import EventTiming, ServerTiming
+from engine.timing import INBOUND, EventTiming, ServerTiming
 
-PROJECT_NAME = "load-test"
-USER_EMAIL = "load-test@openfn.org"
-USER_PASSWORD = "load-test-password-12345"
+# The channel proxy's spans: the seed's three, and today's outer :inbound
+# (lib/lightning_web/plugs/channel_proxy_plug.ex). A node that never emits
+# one just leaves it out of the summary.
 EVENTS = [
-    [Atom("lightning"), Atom("channel_proxy"), Atom("request")],
-    [Atom("lightning"), Atom("channel_proxy"), Atom("fetch_channel")],
-    [Atom("lightning"), Atom("channel_proxy"), Atom("upstream")],
+    [Atom("lightning"), Atom("channel_proxy"), Atom(name)]
+    for name in (INBOUND, "request", "fetch_channel", "upstream")
 ]
-COLLECTOR = "Elixir.Chanload.TelemetryCollector"
+COLLECTOR = "Elixir.Chanload.TelemetryCollector.R{run}"
 CONNECT_TIMEOUT = 2.0
 STALLED_TIMEOUT = 3.0  # seconds per call once the node has stopped answering
 
@@ -65,42 +66,20 @@ def resolve_cookie(given: str | None, warn: TextIO | None = None) -> str:
     return cookie
 
 
-def text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def short_id(value: Any) -> str:
-    return text(value)[:8] + "..."
-
-
-def changeset_errors(changeset: Any) -> str:
-    """The errors of an {:error, changeset}, as Ecto would say them."""
-    errors = changeset.get("errors") if isinstance(changeset, dict) else None
-    if not errors:
-        return repr(changeset)[:300]
-    parts = []
-    for item in errors:
-        try:
-            field_name, (message, opts) = item
-            message = text(message)
-            for key, value in opts or []:
-                message = message.replace(f"%{{{text(key)}}}", text(value))
-            parts.append(f"{text(field_name)} {message}")
-        except (TypeError, ValueError):
-            parts.append(repr(item))
-    return "; ".join(parts)
-
-
 class Session:
     """One Lightning node, for the length of a run."""
 
     def __init__(self, node: Node, out: TextIO) -> None:
         self.node = node
         self.out = out
+        self.setup = Setup(self.rpc, out)
         self.channel: dict | None = None
         self.collector = False
+        # This run's own collector: module, table and handler carry the id,
+        # so runs against the same node never remove each other's.
+        self.run_id = secrets.token_hex(4)
+        self.collector_module = COLLECTOR.format(run=self.run_id)
+        self.handler_id = f"chanload-telemetry-{self.run_id}"
         # The node stopped answering (a call timed out): what is left to ask
         # after the run (timing, teardown) gets short timeouts, not the usual.
         self.stalled = False
@@ -138,108 +117,42 @@ class Session:
 
     # -- the channel -----------------------------------------------------------
 
-    async def ensure_channel(self, name: str, sink_url: str) -> dict:
-        out = self.out
-        out.write(f"Looking up channel '{name}'... ")
-        out.flush()
-        channel = await self.rpc(
-            "Elixir.Lightning.Repo",
-            "get_by",
-            [Atom("Elixir.Lightning.Channels.Channel"), [(Atom("name"), name)]],
-        )
-        if channel is None:
-            out.write("not found, creating\n")
-            project = await self._ensure_project()
-            out.write(f"  Creating channel '{name}'... ")
-            result = await self.rpc(
-                "Elixir.Lightning.Channels",
-                "create_channel",
-                [
-                    {
-                        Atom("name"): name,
-                        Atom("sink_url"): sink_url,
-                        Atom("project_id"): project["id"],
-                    }
-                ],
-            )
-            channel = self._ok(result, "create the channel")
-            out.write(f"ok (id: {short_id(channel['id'])})\n")
-        elif channel.get("enabled") is False:
-            out.write("found (disabled), enabling\n")
-            result = await self.rpc(
-                "Elixir.Lightning.Channels", "update_channel", [channel, {Atom("enabled"): True}]
-            )
-            channel = self._ok(result, "enable the channel")
-            out.write(f"  Enabled channel (id: {short_id(channel['id'])})\n")
-        else:
-            out.write(f"found (id: {short_id(channel['id'])})\n")
-        if text(channel.get("sink_url")) != sink_url:
-            out.write(
-                f"  note: the channel forwards to {text(channel.get('sink_url'))},"
-                f" not to --sink {sink_url}\n"
-            )
+    async def detect_api(self) -> LightningApi:
+        self.out.write("Asking the node for its channel API... ")
+        self.out.flush()
+        try:
+            api = await self.setup.detect()
+        except SetupError as exc:
+            self.out.write("unknown\n")
+            raise LightningError(str(exc), exc.hint) from None
+        self.out.write(f"{api.describe()}\n")
+        return api
+
+    async def ensure_channel(self, name: str, sink_url: str, repoint: bool = False) -> dict:
+        try:
+            channel = await self.setup.ensure_channel(name, sink_url, repoint)
+        except SetupError as exc:
+            raise LightningError(str(exc), exc.hint) from None
         self.channel = channel
         return channel
 
-    def _ok(self, result: Any, what: str) -> dict:
-        if isinstance(result, tuple) and len(result) == 2 and result[0] == "ok":
-            return result[1]
-        if isinstance(result, tuple) and len(result) == 2 and result[0] == "error":
-            self.out.write("failed\n")
-            raise LightningError(f"Lightning refused to {what}: {changeset_errors(result[1])}")
-        raise LightningError(f"unexpected answer when trying to {what}: {result!r:.300}")
-
-    async def _ensure_project(self) -> dict:
-        project = await self.rpc(
-            "Elixir.Lightning.Repo",
-            "get_by",
-            [Atom("Elixir.Lightning.Projects.Project"), [(Atom("name"), PROJECT_NAME)]],
-        )
-        if project is not None:
-            self.out.write(
-                f"  Using existing '{PROJECT_NAME}' project (id: {short_id(project['id'])})\n"
-            )
-            return project
-        self.out.write(f"  Creating '{PROJECT_NAME}' project... ")
-        user = await self._ensure_user()
-        result = await self.rpc(
-            "Elixir.Lightning.Projects",
-            "create_project",
-            [
-                {
-                    Atom("name"): PROJECT_NAME,
-                    Atom("project_users"): [
-                        {Atom("user_id"): user["id"], Atom("role"): Atom("owner")}
-                    ],
-                },
-                False,
-            ],
-        )
-        project = self._ok(result, "create the project")
-        self.out.write(f"ok (id: {short_id(project['id'])})\n")
-        return project
-
-    async def _ensure_user(self) -> dict:
-        user = await self.rpc(
-            "Elixir.Lightning.Repo",
-            "get_by",
-            [Atom("Elixir.Lightning.Accounts.User"), [(Atom("email"), USER_EMAIL)]],
-        )
-        if user is not None:
-            return user
-        result = await self.rpc(
-            "Elixir.Lightning.Accounts",
-            "register_user",
-            [
-                {
-                    Atom("first_name"): "Load",
-                    Atom("last_name"): "Test",
-                    Atom("email"): USER_EMAIL,
-                    Atom("password"): USER_PASSWORD,
-                }
-            ],
-        )
-        return self._ok(result, "create the load-test user")
+    def describe(self) -> dict[str, Any]:
+        """What the run used on the node, for the JSON result."""
+        api = self.setup.api
+        channel = self.channel or {}
+        field = api.destination_field if api else "destination_url"
+        return {
+            **(api.as_dict() if api else {}),
+            "node": self.node.remote,
+            "channel": {
+                "id": text(channel.get("id", "")),
+                "name": text(channel.get("name", "")),
+                "destination": text(channel.get(field, "")),
+                "project_id": text(channel.get("project_id", "")),
+            },
+            "collector": self.collector_module if self.collector else None,
+            "events": [text(e[-1]) for e in EVENTS],
+        }
 
     # -- the telemetry collector -------------------------------------------------
 
@@ -247,9 +160,10 @@ class Session:
         self.out.write("Deploying telemetry collector... ")
         self.out.flush()
         source = resources.files("engine.beam").joinpath("collector.exs").read_text()
+        source = source.replace("RUNID", self.run_id)
         try:
             await self.node.rpc("Elixir.Code", "eval_string", [source], timeout=30)
-            await self.node.rpc(COLLECTOR, "start", [EVENTS], timeout=10)
+            await self.node.rpc(self.collector_module, "start", [EVENTS], timeout=10)
         except DistError as exc:
             self.out.write(f"failed, timing disabled ({exc})\n")
             return False
@@ -259,14 +173,17 @@ class Session:
 
     async def reset_collector(self) -> None:
         if self.collector:
-            await self.node.rpc(COLLECTOR, "reset", [], timeout=10)
+            await self.node.rpc(self.collector_module, "reset", [], timeout=10)
 
     async def collect_timing(self) -> ServerTiming | None:
         if not self.collector:
             return None
         try:
             summary = await self.node.rpc(
-                COLLECTOR, "summary", [], timeout=STALLED_TIMEOUT if self.stalled else 15
+                self.collector_module,
+                "summary",
+                [],
+                timeout=STALLED_TIMEOUT if self.stalled else 15,
             )
         except DistError as exc:
             self.stalled = self.stalled or isinstance(exc, RpcTimeout)
@@ -274,21 +191,55 @@ class Session:
         return timing_from_collector(summary)
 
     async def teardown_collector(self) -> None:
-        if not self.collector or self.node.lost is not None:
+        if not self.collector:
+            return
+        self.collector = False
+        if self.node.lost is not None:
+            self.out.write(
+                f"The node went away before the telemetry collector was removed ({self.node.lost})."
+                f"\n{self.detach_instructions()}\n"
+            )
             return
         self.out.write("Tearing down telemetry collector... ")
         timeout = STALLED_TIMEOUT if self.stalled else 10
+        module = Atom(self.collector_module)
         try:
-            await self.node.rpc(COLLECTOR, "stop", [], timeout=timeout)
-            await self.node.rpc("code", "purge", [Atom(COLLECTOR)], timeout=timeout)
-            await self.node.rpc("code", "delete", [Atom(COLLECTOR)], timeout=timeout)
+            await self.node.rpc(self.collector_module, "stop", [], timeout=timeout)
+            await self.node.rpc("code", "purge", [module], timeout=timeout)
+            await self.node.rpc("code", "delete", [module], timeout=timeout)
             self.out.write("ok\n")
         except DistError as exc:
-            self.out.write(
-                f"failed ({exc}); until the node restarts, its telemetry handler stays"
-                ' attached: :telemetry.detach("chanload-telemetry-collector") removes it\n'
-            )
-        self.collector = False
+            self.out.write(f"failed ({exc})\n{self.detach_instructions()}\n")
+
+    async def remove_collectors(self) -> list[str]:
+        """Remove every chanload collector left on the node (runs that never tore down)."""
+        removed = []
+        prefix = "Elixir.Chanload.TelemetryCollector"  # earlier versions' unnumbered one too
+        loaded = await self.rpc("code", "all_loaded", [])
+        for module, _file in loaded:
+            if text(module).startswith(prefix):
+                await self.rpc(text(module), "stop", [])
+                await self.rpc("code", "purge", [module])
+                await self.rpc("code", "delete", [module])
+                removed.append(f"telemetry collector {text(module).removeprefix('Elixir.')}")
+        handlers = await self.rpc(
+            "telemetry", "list_handlers", [[Atom("lightning"), Atom("channel_proxy")]]
+        )
+        for handler_id in sorted({text(h["id"]) for h in handlers}):
+            if handler_id.startswith("chanload-telemetry-"):
+                await self.rpc("telemetry", "detach", [handler_id])
+                removed.append(f"telemetry handler {handler_id}")
+        return removed
+
+    def detach_instructions(self) -> str:
+        """How to remove this run's collector by hand, should the node still have it."""
+        return (
+            "  If the node is still running, its telemetry handler stays attached until it\n"
+            "  restarts; to remove it, in the node's console (iex):\n"
+            f'    :telemetry.detach("{self.handler_id}")\n'
+            f"    {self.collector_module.removeprefix('Elixir.')}.stop()\n"
+            "  or run `chanload lightning cleanup` with the same --node and --cookie."
+        )
 
     async def memory(self) -> dict[str, int]:
         pairs = await self.node.rpc("erlang", "memory", [], timeout=5)
@@ -299,9 +250,12 @@ class Session:
 
 
 def timing_from_collector(summary: dict) -> ServerTiming:
-    """The collector's buckets as a ServerTiming (bucket tops: upper-bound percentiles)."""
+    """The collector's buckets as a ServerTiming (bucket tops: upper-bound percentiles).
+
+    ``summary`` is ``%{events: %{event => stats}, unresolved: %{outcome => n}}``.
+    """
     events = {}
-    for key, stats in summary.items():
+    for key, stats in (summary.get("events") or {}).items():
         h = new_histogram()
         low = high = None
         for bucket, n in stats.get("buckets", []):
@@ -323,7 +277,12 @@ def timing_from_collector(summary: dict) -> ServerTiming:
             p99_us=int(pct[99]),
             histogram=h.encode().decode("ascii"),
         )
-    return ServerTiming(events, source="Lightning telemetry")
+    unresolved = {text(k): n for k, n in (summary.get("unresolved") or {}).items()}
+    # Only a node that emits :inbound can tell requests answered without a channel.
+    knows = INBOUND in events or bool(unresolved)
+    return ServerTiming(
+        events, source="Lightning telemetry", unresolved=unresolved if knows else None
+    )
 
 
 def bucket_top(bucket: int) -> int:
@@ -364,19 +323,26 @@ async def open_target(config: RunConfig, out: TextIO) -> tuple[Session, Target, 
     made. On failure nothing is left behind on the node.
     """
     sink = config.sink_url()
-    await check_sink(sink, out)
+    headers = config.header_pairs
+    await check_sink(sink, out, headers)
     cookie = resolve_cookie(config.cookie)
     session = await Session.connect(config.node_name, cookie, out)
     try:
-        channel = await session.ensure_channel(config.channel, config.sink_or_default)
+        api = await session.detect_api()
+        channel = await session.ensure_channel(
+            config.channel, config.sink_or_default, config.repoint_channel
+        )
         base = parse_url(config.target, "--target")
         url = base.join(f"/channels/{text(channel['id'])}/test")
-        # Through Lightning once, before the collector counts anything.
+        # Through Lightning once, before the collector counts anything; a
+        # refusal (401, egress 403, 404) ends the run here, explained.
         await check(
             "channel URL",
             url,
             "Is Lightning serving HTTP at --target, with the channel proxy enabled?",
             out,
+            headers,
+            refusals=True,
         )
         timing = await session.deploy_collector()
         target = Target(
@@ -384,9 +350,30 @@ async def open_target(config: RunConfig, out: TextIO) -> tuple[Session, Target, 
             url.with_query(config.query_overrides()),
             sink,
             telemetry="enabled" if timing else "disabled (the collector could not be deployed)",
+            description=f"{api.describe()}, node {config.node_name}",
         )
     except BaseException:
         await session.teardown_collector()
         await session.close()
         raise
     return session, target, 2
+
+
+async def cleanup(config: RunConfig, out: TextIO) -> list[str]:
+    """Remove what chanload created on the node (channels, project, user); what it removed."""
+    cookie = resolve_cookie(config.cookie)
+    session = await Session.connect(config.node_name, cookie, out)
+    try:
+        await session.detect_api()
+        out.write("Removing what chanload created... ")
+        out.flush()
+        try:
+            removed = await session.setup.cleanup(config.channel)
+        except SetupError as exc:
+            out.write("failed\n")
+            raise LightningError(str(exc), exc.hint) from None
+        out.write("done\n")
+        collectors = await session.remove_collectors()
+    finally:
+        await session.close()
+    return removed + collectors

@@ -16,6 +16,8 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from engine.metrics import new_histogram
+from engine.statuses import DEFAULT_EXPECT
+from engine.timing import events_used, plug_overhead
 
 SUMMED = (
     "total_requests",
@@ -24,6 +26,10 @@ SUMMED = (
     "server_errors",
     "non_2xx",
     "error_count",
+    "failed_responses",
+    "failed_4xx",
+    "failed_5xx",
+    "failed_other",
     "bytes_in",
     "bytes_out",
     "body_bytes_in",
@@ -64,6 +70,12 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     scenarios = {r["scenario"] for r in runs}
     if len(scenarios) > 1:
         raise MergeError(f"runs of different scenarios: {', '.join(sorted(scenarios))}")
+    expects = {r.get("expect_status", DEFAULT_EXPECT) for r in runs}
+    if len(expects) > 1:
+        raise MergeError(
+            f"runs with different --expect-status ({', '.join(sorted(expects))}):"
+            " their errors do not count the same things"
+        )
     out = dict(runs[0])
     for key in SUMMED:
         out[key] = sum(r.get(key, 0) or 0 for r in runs)
@@ -233,12 +245,14 @@ def merge_timing(timings: list[dict | None]) -> dict | None:
             "p99_us": int(pct.get(99, 0)),
             "histogram": h.encode().decode("ascii") if h.get_total_count() else "",
         }
-    merged = {"events": out_events, "lost": None, "source": present[0].get("source", "")}
-    e = out_events
-    if all(k in e for k in ("request", "fetch_channel", "upstream")):
-        merged["plug_overhead_mean_us"] = round(
-            e["request"]["mean_us"] - e["fetch_channel"]["mean_us"] - e["upstream"]["mean_us"], 1
-        )
-    else:
-        merged["plug_overhead_mean_us"] = None
-    return merged
+    unresolved = [t["unresolved"] for t in present if t.get("unresolved") is not None]
+    return {
+        "events": out_events,
+        "lost": None,
+        "source": present[0].get("source", ""),
+        "unresolved": _sum_maps(unresolved) if unresolved else None,
+        "plug_overhead_mean_us": plug_overhead(
+            {name: e["mean_us"] for name, e in out_events.items()}
+        ),
+        "events_used": events_used(out_events),
+    }

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 from hdrh.histogram import HdrHistogram
 
+from engine.statuses import DEFAULT, ExpectedStatuses
+
 # 1 us .. 1 h at 3 significant digits (DESIGN.md: numbers that matter).
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
@@ -48,7 +50,9 @@ class Snapshot:
 class Recorder:
     """Everything measured on the client side of one run (one event loop)."""
 
-    def __init__(self) -> None:
+    def __init__(self, expected: ExpectedStatuses = DEFAULT) -> None:
+        # Which statuses are successes (--expect-status); read once a second.
+        self.expected = expected
         # Hot path, touched once per request.
         self.latencies: list[int] = []  # open model: from the intended send time
         self.latencies_uncorrected: list[int] = []  # open model only: from the actual send
@@ -107,6 +111,11 @@ class Recorder:
     @property
     def server_errors(self) -> int:
         return sum(n for s, n in self.statuses.items() if s >= 500)
+
+    @property
+    def failed_responses(self) -> int:
+        """Responses whose status is not an expected one (default: >= 400)."""
+        return self.expected.failed_count(self.statuses)
 
     @property
     def non_2xx(self) -> int:
@@ -169,7 +178,7 @@ class Recorder:
         return _Totals(
             self.responses,
             self.transport_errors,
-            self.server_errors,
+            self.failed_responses,
             self.bytes_in,
             self.bytes_out,
             dict(self.statuses),
@@ -211,7 +220,7 @@ class Recorder:
         snap = Snapshot(
             t=round(t, 3),
             requests=requests,
-            errors=(now.transport - last.transport) + (now.server - last.server),
+            errors=(now.transport - last.transport) + (now.failed - last.failed),
             rps=round(requests / elapsed, 1) if elapsed > 0 else 0.0,
             p50_us=p50,
             p95_us=p95,
@@ -371,7 +380,7 @@ def _add_encoded(into: HdrHistogram, text: str) -> None:
 class _Totals:
     responses: int = 0
     transport: int = 0
-    server: int = 0
+    failed: int = 0  # responses with a status not expected
     bytes_in: int = 0
     bytes_out: int = 0
     statuses: dict[int, int] = field(default_factory=dict)

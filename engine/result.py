@@ -14,6 +14,7 @@ from typing import Any
 
 from engine import __version__, tcp
 from engine.metrics import ERROR_KINDS, Recorder, Snapshot
+from engine.statuses import DEFAULT_EXPECT
 
 # The seed's CSV columns, in the seed's order; new columns only ever go after.
 SEED_COLUMNS = (
@@ -33,6 +34,22 @@ SEED_COLUMNS = (
     "memory_end_bytes",
     "memory_max_bytes",
     "memory_delta_bytes",
+)
+# Open model only: blank in closed-model rows.
+OPEN_MODEL_COLUMNS = (
+    "target_rate",
+    "achieved_rate",
+    "scheduled",
+    "late",
+    "dropped",
+    "send_lag_p99_us",
+    "dispatch_lag_p99_us",
+    "kept_up",
+    "p50_uncorrected_us",
+    "p95_uncorrected_us",
+    "p99_uncorrected_us",
+    "p999_uncorrected_us",
+    "max_uncorrected_us",
 )
 EXTRA_COLUMNS = (
     "p999_us",
@@ -60,21 +77,16 @@ EXTRA_COLUMNS = (
     ),
     "server_plug_overhead_mean_us",
     "memory_verdict",
-    "target_rate",
-    "achieved_rate",
-    "scheduled",
-    "late",
-    "dropped",
-    "send_lag_p99_us",
-    "dispatch_lag_p99_us",
-    "kept_up",
-    "p50_uncorrected_us",
-    "p95_uncorrected_us",
-    "p99_uncorrected_us",
-    "p999_uncorrected_us",
-    "max_uncorrected_us",
+    *OPEN_MODEL_COLUMNS,
     "abandoned",
     "unconnected_vus",
+    "failed_responses",
+    "failed_4xx",
+    "failed_5xx",
+    "expect_status",
+    *(f"server_inbound_{stat}" for stat in ("count", "p50_us", "p95_us", "p99_us", "mean_us")),
+    "server_unresolved_count",
+    "server_total_event",
 )
 # Open model: the generator kept up when it got to 99% of the due requests
 # within this of their time (connection waits do not count: that is the target).
@@ -123,7 +135,7 @@ class RunResult:
     transport_errors: int
     errors: dict[str, int]
     error_samples: dict[str, str]
-    server_errors: int
+    server_errors: int  # 5xx responses (failed or not)
     non_2xx: int
     bytes_in: int
     bytes_out: int
@@ -150,6 +162,14 @@ class RunResult:
     abandoned: int = 0  # interrupted: requests still in flight after the grace, given up
     unconnected_vus: int = 0  # VUs that never got a connection
     thresholds: list[dict[str, Any]] | None = None
+    # Responses whose status was not expected (--expect-status; default >= 400 fails).
+    failed_responses: int = 0
+    failed_4xx: int = 0
+    failed_5xx: int = 0
+    failed_other: int = 0  # e.g. a 3xx when only 2xx are expected
+    expect_status: str = DEFAULT_EXPECT
+    # Lightning mode: which API the node has, and what chanload set up there.
+    lightning: dict[str, Any] | None = None
     # Open model (--rate): the seed's latency columns hold the corrected values.
     target_rate: float | None = None
     achieved_rate: float | None = None
@@ -200,9 +220,9 @@ class RunResult:
             mean = 0.0
         responses = recorder.responses
         transport = recorder.transport_errors
-        server = recorder.server_errors
+        failed = recorder.expected.failed(recorder.statuses)
         total = responses + transport
-        errors = transport + server
+        errors = transport + sum(failed.values())
         result = cls(
             scenario=scenario,
             concurrency=concurrency,
@@ -223,7 +243,7 @@ class RunResult:
             transport_errors=transport,
             errors=dict(recorder.errors),
             error_samples=dict(recorder.error_samples),
-            server_errors=server,
+            server_errors=recorder.server_errors,
             non_2xx=recorder.non_2xx,
             bytes_in=recorder.bytes_in,
             bytes_out=recorder.bytes_out,
@@ -247,6 +267,11 @@ class RunResult:
             interrupted=interrupted,
             abandoned=recorder.abandoned,
             unconnected_vus=recorder.unconnected_vus,
+            failed_responses=sum(failed.values()),
+            failed_4xx=failed["4xx"],
+            failed_5xx=failed["5xx"],
+            failed_other=failed["other"],
+            expect_status=recorder.expected.text,
         )
         if target_rate is not None:
             result._open_model(recorder, target_rate, elapsed)
@@ -307,10 +332,17 @@ class RunResult:
             e = events.get(event) or {}
             for stat in ("count", "p50_us", "p95_us", "p99_us", "mean_us"):
                 row[f"server_{event}_{stat}"] = e.get(stat, "")
-        overhead = (self.server_timing or {}).get("plug_overhead_mean_us")
+        e = events.get("inbound") or {}
+        for stat in ("count", "p50_us", "p95_us", "p99_us", "mean_us"):
+            row[f"server_inbound_{stat}"] = e.get(stat, "")
+        timing = self.server_timing or {}
+        overhead = timing.get("plug_overhead_mean_us")
         row["server_plug_overhead_mean_us"] = "" if overhead is None else overhead
+        unresolved = timing.get("unresolved")
+        row["server_unresolved_count"] = "" if unresolved is None else sum(unresolved.values())
+        row["server_total_event"] = (timing.get("events_used") or {}).get("total", "")
         row["memory_verdict"] = self.memory_verdict or ""
-        for name in EXTRA_COLUMNS[EXTRA_COLUMNS.index("target_rate") :]:
+        for name in OPEN_MODEL_COLUMNS:
             value = getattr(self, name)
             row[name] = (
                 "" if value is None else (str(value).lower() if name == "kept_up" else value)

@@ -11,7 +11,7 @@ from typing import TextIO
 
 from engine import interrupt, lightning, servertiming, tcp
 from engine.client import Pool, build_specs
-from engine.config import RunConfig
+from engine.config import RunConfig, masked_headers
 from engine.executors import (
     ConstantArrivalRate,
     ConstantVUs,
@@ -53,6 +53,7 @@ def public_config(config: RunConfig) -> dict:
     data.pop("argv", None)
     if data.get("cookie"):
         data["cookie"] = "***"
+    data["headers"] = [f"{name}: {value}" for name, value in masked_headers(config.header_pairs)]
     data["payload_bytes"] = config.payload_bytes
     data["response_bytes"] = config.response_bytes
     data["delay_ms"] = config.delay_ms
@@ -73,7 +74,7 @@ async def run(config: RunConfig, out: TextIO) -> RunResult | SaturationResult:
     else:
         preflight_requests = 0
         if config.preflight:
-            target, preflight_requests = await preflight(target, out)
+            target, preflight_requests = await preflight(target, out, config.header_pairs)
     try:
         if config.scenario_spec.executor is ExecutorKind.saturation:
             return await _saturate(config, target, session, preflight_requests, out)
@@ -134,6 +135,9 @@ async def _drive(
                 timeout=config.timeout,
                 command=config.command(),
                 congestion=tcp.describe(config.congestion),
+                target=target.description,
+                headers=masked_headers(config.header_pairs),
+                expect_status=config.expect_status,
             )
             + "\n"
         )
@@ -148,7 +152,7 @@ async def _drive(
     if probe is not None:
         await probe.baseline()  # before any load: the baseline
 
-    recorder = Recorder()
+    recorder = Recorder(config.expected)
     progress = Progress(config.duration, out, enabled=config.progress)
 
     def announce(line: str) -> None:
@@ -225,6 +229,8 @@ async def _drive(
     elif target.server_timing:
         result.server_timing = servertiming.summarise(recorder)
     result.memory_verdict = verdict(memory, config.concurrency, body_size_of_interest(config))
+    if session is not None:
+        result.lightning = session.describe()
     return result
 
 
@@ -251,7 +257,7 @@ async def load(
     loop = asyncio.get_running_loop()
     scenario = config.scenario_spec
     payload = json_payload(config.payload_bytes) if scenario.sends_bodies else b""
-    specs = build_specs(url, scenario.methods, payload, BODY_METHODS)
+    specs = build_specs(url, scenario.methods, payload, BODY_METHODS, config.header_pairs)
     pool = Pool(
         loop,
         url,

@@ -19,6 +19,7 @@ from engine.report.console import HEADER_ROWS, TIMING_ROWS, summary
 from engine.report.files import append_csv, write_document
 from engine.report.units import format_bytes_delta, format_us
 from engine.result import RunResult
+from engine.statuses import DEFAULT_EXPECT
 from engine.target import TargetError
 
 # The seed's order and extra flags (run_all.sh).
@@ -91,6 +92,12 @@ def scenario_config(base: RunConfig, scenario: str, extra: dict[str, int]) -> Ru
                 argv += ["--cookie", base.cookie]
     if base.target_pid is not None and scenario != "direct_sink":
         argv += ["--target-pid", str(base.target_pid)]
+    for line in base.headers:
+        argv += ["--header", line]  # masked where shown (RunConfig.command)
+    if base.expect_status != DEFAULT_EXPECT:
+        argv += ["--expect-status", base.expect_status]
+    if base.repoint_channel and scenario != "direct_sink" and not base.channel_url:
+        argv += ["--repoint-channel"]
     return replace(
         config,
         argv=tuple(argv),

@@ -1,16 +1,44 @@
 """Server-side timing: per-event durations as the proxy itself measured them.
 
-Two sources fill the same shape: Lightning's telemetry collector (events
-request, fetch_channel, upstream) and a Server-Timing response header (metrics
-total, lookup, upstream, mapped onto the same events).
+Two sources fill the same shape: Lightning's telemetry collector and a
+Server-Timing response header (metrics total, lookup, upstream, mapped onto
+the seed's events request, fetch_channel, upstream).
+
+Which event is "Total request" depends on the Lightning: the seed's wraps the
+whole plug call in ``[:lightning, :channel_proxy, :request]``; today's
+(lib/lightning_web/plugs/channel_proxy_plug.ex) wraps it in ``:inbound`` and
+opens ``:request`` only once the channel is resolved, after ``:fetch_channel``.
+The whole plug call is the total on either, so the plug overhead (total - DB
+lookup - upstream) means the same thing on both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 # The seed's rows, in its order.
 SEED_EVENTS = ("request", "fetch_channel", "upstream")
+# Today's Lightning: the whole plug call, channel resolved or not.
+INBOUND = "inbound"
+
+
+def events_used(names: Mapping[str, Any] | list[str]) -> dict[str, str]:
+    """Which event fills each of the seed's rows, given the events measured."""
+    return {
+        "total": INBOUND if INBOUND in names else "request",
+        "db_lookup": "fetch_channel",
+        "upstream": "upstream",
+    }
+
+
+def plug_overhead(means: Mapping[str, float]) -> float | None:
+    """Total request - DB lookup - Upstream proxy, by means (the seed's Plug overhead)."""
+    used = events_used(list(means))
+    if not all(name in means for name in used.values()):
+        return None
+    return round(means[used["total"]] - means["fetch_channel"] - means["upstream"], 1)
 
 
 @dataclass
@@ -30,18 +58,17 @@ class ServerTiming:
     events: dict[str, EventTiming] = field(default_factory=dict)
     lost: str | None = None
     source: str = ""
+    # Requests the plug answered without resolving a channel, by outcome
+    # (today's :inbound metadata: unknown_channel, invalid_uuid); None when
+    # the source cannot tell.
+    unresolved: dict[str, int] | None = None
 
     @property
     def plug_overhead_mean_us(self) -> float | None:
-        """Total request - DB lookup - Upstream proxy, by means (the seed's Plug overhead)."""
-        e = self.events
-        if not all(k in e for k in SEED_EVENTS):
-            return None
-        return round(e["request"].mean_us - e["fetch_channel"].mean_us - e["upstream"].mean_us, 1)
+        return plug_overhead({name: e.mean_us for name, e in self.events.items()})
 
     def as_dict(self) -> dict:
-        from dataclasses import asdict
-
         data = asdict(self)
         data["plug_overhead_mean_us"] = self.plug_overhead_mean_us
+        data["events_used"] = events_used(self.events) if self.events else None
         return data

@@ -260,7 +260,7 @@ def main() -> None:
     executor = make_executor(config, index, count)
     send(frames, ("ready",))
     _, start_at = _read_frame(commands)
-    recorder = Recorder()
+    recorder = Recorder(config.expected)
 
     def tick(_now: float, snap: Snapshot) -> None:
         send(frames, ("tick", asdict(snap)))

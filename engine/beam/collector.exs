@@ -6,11 +6,22 @@
 # public ETS table (write_concurrency), so nothing serialises the proxy and
 # memory stays bounded: durations are counted per bucket of 3 significant
 # digits (exact below 1 ms), never kept one by one.
+#
+# RUNID is replaced by a per-run id before the source is sent, so the
+# module, table, owner and handler of two runs against one node never meet:
+# one run's teardown cannot remove the other's collector.
+#
+# Today's Lightning (lib/lightning_web/plugs/channel_proxy_plug.ex) wraps the
+# whole plug call in :inbound, whose stop metadata says whether a channel was
+# resolved (outcome: :resolved) or the request was answered 404 without one
+# (:invalid_uuid, :unknown_channel). Resolved ones are timed as "inbound";
+# the others are only counted, by outcome, so they are shown, not lost.
 
-defmodule Chanload.TelemetryCollector do
+defmodule Chanload.TelemetryCollector.RRUNID do
   @moduledoc false
-  @table :chanload_telemetry
-  @handler "chanload-telemetry-collector"
+  @table :chanload_telemetry_RUNID
+  @owner :chanload_telemetry_owner_RUNID
+  @handler "chanload-telemetry-RUNID"
 
   # Start (or restart) the collector; returns :ok.
   def start(events) do
@@ -33,9 +44,20 @@ defmodule Chanload.TelemetryCollector do
       5_000 -> exit(:collector_table_timeout)
     end
 
-    Process.register(owner, :chanload_telemetry_owner)
+    Process.register(owner, @owner)
     stop_events = Enum.map(events, &(&1 ++ [:stop]))
     :telemetry.attach_many(@handler, stop_events, &__MODULE__.handle_event/4, nil)
+  end
+
+  def handle_event([_, _, :inbound, :stop], _measurements, %{outcome: outcome}, _config)
+      when outcome != :resolved do
+    try do
+      :ets.update_counter(@table, {:unresolved, outcome}, {2, 1}, {{:unresolved, outcome}, 0})
+    rescue
+      ArgumentError -> :ok
+    end
+
+    :ok
   end
 
   def handle_event(event, %{duration: duration}, _metadata, _config) do
@@ -64,27 +86,30 @@ defmodule Chanload.TelemetryCollector do
     div(us, scale) * scale
   end
 
-  # %{event => %{count: n, sum: us, buckets: [{lower_bound_us, n}, ...]}}
+  # %{events: %{event => %{count: n, sum: us, buckets: [{lower_bound_us, n}, ...]}},
+  #   unresolved: %{outcome => n}}
   def summary do
-    if :ets.info(@table) == :undefined do
-      %{}
-    else
-      Enum.reduce(:ets.tab2list(@table), %{}, fn
-        {{key, :count}, n}, acc ->
-          Map.update(acc, key, %{count: n, sum: 0, buckets: []}, &%{&1 | count: n})
+    rows = if :ets.info(@table) == :undefined, do: [], else: :ets.tab2list(@table)
+    {unresolved, timed} = Enum.split_with(rows, &match?({{:unresolved, _}, _}, &1))
+    %{events: events(timed), unresolved: Map.new(unresolved, fn {{_, o}, n} -> {o, n} end)}
+  end
 
-        {{key, :sum}, n}, acc ->
-          Map.update(acc, key, %{count: 0, sum: n, buckets: []}, &%{&1 | sum: n})
+  defp events(rows) do
+    Enum.reduce(rows, %{}, fn
+      {{key, :count}, n}, acc ->
+        Map.update(acc, key, %{count: n, sum: 0, buckets: []}, &%{&1 | count: n})
 
-        {{key, bucket}, n}, acc ->
-          Map.update(
-            acc,
-            key,
-            %{count: 0, sum: 0, buckets: [{bucket, n}]},
-            &%{&1 | buckets: [{bucket, n} | &1.buckets]}
-          )
-      end)
-    end
+      {{key, :sum}, n}, acc ->
+        Map.update(acc, key, %{count: 0, sum: n, buckets: []}, &%{&1 | sum: n})
+
+      {{key, bucket}, n}, acc ->
+        Map.update(
+          acc,
+          key,
+          %{count: 0, sum: 0, buckets: [{bucket, n}]},
+          &%{&1 | buckets: [{bucket, n} | &1.buckets]}
+        )
+    end)
   end
 
   def reset do
@@ -96,7 +121,7 @@ defmodule Chanload.TelemetryCollector do
   def stop do
     :telemetry.detach(@handler)
 
-    case Process.whereis(:chanload_telemetry_owner) do
+    case Process.whereis(@owner) do
       nil -> :ok
       pid -> send(pid, :stop)
     end
@@ -107,7 +132,7 @@ defmodule Chanload.TelemetryCollector do
   defp wait_gone(0), do: :ok
 
   defp wait_gone(n) do
-    if :ets.info(@table) == :undefined and Process.whereis(:chanload_telemetry_owner) == nil do
+    if :ets.info(@table) == :undefined and Process.whereis(@owner) == nil do
       :ok
     else
       Process.sleep(10)
@@ -123,7 +148,7 @@ defmodule Chanload.TelemetryCollector do
 
     %{
       table: :ets.info(@table) != :undefined,
-      owner: Process.whereis(:chanload_telemetry_owner) != nil,
+      owner: Process.whereis(@owner) != nil,
       handlers: length(handlers)
     }
   end

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.report.units import format_bytes, format_bytes_delta, format_us
 from engine.result import RunResult
+from engine.statuses import DEFAULT_EXPECT
 
 HEAVY = "═" * 47
 LIGHT = "─" * 47
@@ -23,11 +24,15 @@ def banner(
     timeout: float,
     command: str,
     congestion: str | None = None,
+    target: str = "",
+    headers: tuple[tuple[str, str], ...] = (),
+    expect_status: str = DEFAULT_EXPECT,
 ) -> str:
     lines = [
         "",
         "Starting load test...",
         f"  URL:         {url}",
+        *([f"  Lightning:   {target}"] if target else []),
         f"  Scenario:    {scenario}",
         f"  Concurrency: {concurrency} VUs",
         f"  Duration:    {duration:g}s",
@@ -38,6 +43,12 @@ def banner(
     if delay is not None:
         lines.append(f"  Delay:       {delay}ms")
     lines += [
+        *(f"  Header:      {name}: {value}" for name, value in headers),
+        *(
+            [f"  Successes:   status {expect_status} (others fail)"]
+            if expect_status != DEFAULT_EXPECT
+            else []
+        ),
         f"  Telemetry:   {telemetry}",
         f"  Parser:      {parser} (timeout {timeout:g}s per request)",
         *([f"  TCP:         {congestion}"] if congestion else []),
@@ -64,8 +75,7 @@ def summary(result: RunResult) -> str:
         LIGHT,
         f" Requests:    {result.total_requests}",
         f" Throughput:  {result.rps} req/s",
-        f" Errors:      {result.error_count} ({result.error_rate}%)"
-        f"  [transport {result.transport_errors}, 5xx {result.server_errors}]",
+        f" Errors:      {result.error_count} ({result.error_rate}%)  [{error_breakdown(result)}]",
     ]
     if result.statuses:
         lines.append(" Status codes:")
@@ -133,6 +143,20 @@ HEADER_ROWS = (
 )
 
 
+def error_breakdown(result: RunResult) -> str:
+    """'transport 0, 4xx 12, 5xx 0' (failed responses by class), and what counts as success."""
+    parts = [
+        f"transport {result.transport_errors}",
+        f"4xx {result.failed_4xx}",
+        f"5xx {result.failed_5xx}",
+    ]
+    if result.failed_other:
+        parts.append(f"other {result.failed_other}")
+    if result.expect_status != DEFAULT_EXPECT:
+        parts.append(f"successes: {result.expect_status}")
+    return ", ".join(parts)
+
+
 def timing_section(result: RunResult) -> list[str]:
     """The seed's "Channel Proxy Timing (server-side)" block, plus Plug overhead."""
     timing = result.server_timing
@@ -147,7 +171,10 @@ def timing_section(result: RunResult) -> list[str]:
     events = timing.get("events") or {}
     if not events:
         return [*lines, "     No telemetry data collected"]
+    used = timing.get("events_used") or {}
     rows = list(HEADER_ROWS if from_header else TIMING_ROWS)
+    if used.get("total", "request") != "request":
+        rows[0] = (used["total"], rows[0][1])  # today's Lightning: the :inbound span
     rows += [(k, f"  {k}") for k in events if k not in dict(rows)]
     for key, label in rows:
         e = events.get(key)
@@ -164,6 +191,18 @@ def timing_section(result: RunResult) -> list[str]:
         else:
             label, what = "  Plug overhead", "Total request - DB lookup - Upstream proxy"
         lines.append(f"     {label:<18} mean={format_us(max(overhead, 0))} ({what}, by means)")
+    if used and not from_header:
+        lines.append(
+            f"     (events: Total request = {used['total']}, DB lookup = {used['db_lookup']},"
+            f" Upstream proxy = {used['upstream']})"
+        )
+    unresolved = {k: n for k, n in (timing.get("unresolved") or {}).items() if n}
+    if unresolved:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(unresolved.items()))
+        lines.append(
+            f"     Not resolved: {sum(unresolved.values())} answered without a channel"
+            f" ({kinds}): not in the rows above"
+        )
     return lines
 
 

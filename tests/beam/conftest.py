@@ -101,6 +101,10 @@ def erl_factory(tmp_path):
         node.kill()
 
 
+# The stand-in's profiles (tests/standin/): the seed's Lightning and today's.
+PROFILES = ("seed", "today")
+
+
 @dataclass
 class Standin:
     proc: subprocess.Popen
@@ -108,6 +112,7 @@ class Standin:
     cookie: str
     port: int
     log: Path
+    profile: str = "seed"
 
     @property
     def url(self) -> str:
@@ -123,10 +128,16 @@ class Standin:
 def standin_factory(tmp_path):
     started: list[Standin] = []
 
-    def factory(cookie: str = "chanload-bench") -> Standin:
+    def factory(
+        cookie: str = "chanload-bench", profile: str = "seed", egress_open: bool = True
+    ) -> Standin:
+        """A stand-in node; today's blocks loopback destinations unless ``egress_open``."""
         elixir = require(ELIXIR, "Elixir")
         short = f"lightning{uuid.uuid4().hex[:8]}"
         log = tmp_path / f"{short}.log"
+        env = dict(os.environ)
+        env.pop("CHANNEL_ALLOWED_HOSTS", None)
+        env["CHANNEL_BLOCK_PRIVATE_NETWORKS"] = "false" if egress_open else "true"
         proc = subprocess.Popen(
             [
                 elixir,
@@ -137,11 +148,14 @@ def standin_factory(tmp_path):
                 str(ROOT / "tests/standin/lightning.exs"),
                 "--port",
                 "0",
+                "--profile",
+                profile,
             ],
             stdout=open(log, "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=tmp_path,
+            env=env,
         )
         m = wait_until(
             lambda: (
@@ -153,7 +167,7 @@ def standin_factory(tmp_path):
         )
         if proc.poll() is not None:
             raise AssertionError(f"the stand-in exited: {log.read_text()}")
-        s = Standin(proc, m.group(2), cookie, int(m.group(1)), log)
+        s = Standin(proc, m.group(2), cookie, int(m.group(1)), log, profile)
         started.append(s)
         return s
 
@@ -162,9 +176,10 @@ def standin_factory(tmp_path):
         s.kill()
 
 
-@pytest.fixture
-def standin(standin_factory) -> Standin:
-    return standin_factory()
+@pytest.fixture(params=PROFILES)
+def standin(request, standin_factory) -> Standin:
+    """The stand-in, once per profile: every Lightning-mode test runs against both APIs."""
+    return standin_factory(profile=request.param)
 
 
 def erl_eval(erl: str, code: str, timeout: float = 60) -> str:

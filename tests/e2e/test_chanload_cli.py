@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import socket
 import subprocess
@@ -14,9 +15,14 @@ from engine.result import CSV_COLUMNS, SEED_COLUMNS
 from tests.support import ROOT, chanload_command, run_chanload
 
 
-def chanload(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def chanload(
+    *args: str, timeout: float = 60, env_columns: int | None = None
+) -> subprocess.CompletedProcess:
+    env = None
+    if env_columns is not None:
+        env = {**os.environ, "COLUMNS": str(env_columns)}
     return subprocess.run(
-        chanload_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        chanload_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
     )
 
 
@@ -40,8 +46,25 @@ def test_help_lists_scenarios_and_options():
         "--json",
         "--timeout",
         "--parser",
+        "--header",
+        "--expect-status",
+        "--destination",
+        "--repoint-channel",
     ):
         assert word in out.stdout, word
+
+
+def test_help_shows_defaults_written_in_brackets():
+    # rich reads "[default: ...]" as a markup tag and drops it unless escaped.
+    out = chanload("run", "--help", env_columns=200)
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    for shown in (
+        "[default: lightning@<hostname>]",
+        "[default: 1024; large_payload: 1048576]",
+        "[default: none; slow_sink: 2000]",
+    ):
+        assert shown in text, shown
 
 
 @pytest.mark.parametrize(
