@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, run_app
-from engine import __version__, eventloop, interrupt, tcp, thresholds
+from common import eventloop, tcp
+from engine import __version__, interrupt, thresholds
 from engine.config import (
     DEFAULT_CHANNEL,
     DEFAULT_CONCURRENCY,
@@ -25,11 +26,11 @@ from engine.config import (
     masked_argv,
 )
 from engine.limits import ensure_open_files
+from engine.load.scenarios import SCENARIOS
 from engine.probes import check_pid
 from engine.report.console import summary
 from engine.report.files import append_csv, write_document, write_json
 from engine.report.hdrlog import write_hdr_log
-from engine.scenarios import SCENARIOS
 from engine.statuses import DEFAULT_EXPECT
 from engine.target import TargetError
 

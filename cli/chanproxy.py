@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, run_app
-from engine import __version__, eventloop, tcp
+from common import __version__, eventloop, tcp
+from common.listening import ServeError
 from proxy.config import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
@@ -20,7 +21,6 @@ from proxy.config import (
 )
 from proxy.registry import ChannelError, Registry
 from proxy.server import serve
-from sink.listening import ServeError
 
 HELP = """\
 A reference channel proxy, as Lightning's /channels/:id/*path route behaves.

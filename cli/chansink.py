@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, run_app
-from engine import __version__, eventloop, tcp
+from common import __version__, eventloop, tcp
+from common.listening import ServeError
 from sink.config import (
     DEFAULT_BODY_SIZE,
     DEFAULT_GRACE_S,
@@ -21,7 +22,6 @@ from sink.config import (
     Mode,
     SinkConfig,
 )
-from sink.listening import ServeError
 from sink.server import serve
 
 HELP = """\

@@ -1,3 +1,5 @@
 """chanload's load engine: configuration, client, executors, metrics and reports."""
 
-__version__ = "0.1.0"
+from common import __version__
+
+__all__ = ["__version__"]

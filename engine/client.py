@@ -19,7 +19,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine import servertiming, tcp
+from common import tcp
+from engine import servertiming
 from engine.config import HttpUrl
 from engine.http1 import (
     GET_READ_BUFFER,

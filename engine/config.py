@@ -7,8 +7,8 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from engine import tcp
-from engine.scenarios import SCENARIO_ALIASES, SCENARIO_NAMES, SCENARIOS, Scenario
+from common import tcp
+from engine.load.scenarios import SCENARIO_ALIASES, SCENARIO_NAMES, SCENARIOS, Scenario
 from engine.statuses import DEFAULT_EXPECT, ExpectedStatuses, parse_expect
 
 # The seed's defaults (load_test.exs).
@@ -187,7 +187,7 @@ class RunConfig:
     slo_p99_ms: float | None = None  # saturation: the knee is the last step within this p99
     slo_error_rate: float = 1.0  # saturation: ... and within this error rate (percent)
     workers: int = 1  # processes sharing the load, each with its own event loop
-    congestion: str = tcp.AUTO  # TCP congestion control of our connections (engine/tcp.py)
+    congestion: str = tcp.AUTO  # TCP congestion control of our connections (common/tcp.py)
     headers: tuple[str, ...] = ()  # -H 'Name: value', sent with every request
     expect_status: str = DEFAULT_EXPECT  # statuses that are successes; others fail
     repoint_channel: bool = False  # Lightning: point a found channel at --sink

@@ -25,8 +25,8 @@ import collections
 import h11
 import httptools
 
-from engine import __version__
-from engine.memo import MEMO_MAX, ReadMemo
+from common import __version__
+from common.memo import MEMO_MAX, ReadMemo
 
 USER_AGENT = f"chanload/{__version__}"
 _HEAD_END = b"\r\n\r\n"

@@ -18,15 +18,15 @@ signals.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any, TextIO, TypeVar
 
+from common.lifecycle import Signals
+
 T = TypeVar("T")
 
 GRACE = 2.0  # seconds in-flight requests get after the first signal
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupt:
@@ -48,15 +48,14 @@ def active() -> Interrupt | None:
 async def guarded(main: Coroutine[Any, Any, T], err: TextIO | None = None) -> T:
     """Await ``main`` with SIGINT/SIGTERM turned into a graceful stop (then a hard one)."""
     global _active
-    loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
     interrupt = Interrupt()
     stream = err or sys.stderr
 
-    def on_signal(name: str) -> None:
-        interrupt.signals += 1
-        if interrupt.signals == 1:
+    def on_signal(count: int, name: str) -> None:
+        interrupt.signals = count
+        if count == 1:
             interrupt.event.set()
             stream.write(
                 f"\n{name}: stopping; requests in flight get {GRACE:g}s, then the partial"
@@ -68,13 +67,8 @@ async def guarded(main: Coroutine[Any, Any, T], err: TextIO | None = None) -> T:
 
     previous = _active
     _active = interrupt
-    installed = []
     try:
-        for sig in SIGNALS:
-            loop.add_signal_handler(sig, on_signal, sig.name)
-            installed.append(sig)
-        return await main
+        with Signals(on_signal):
+            return await main
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
         _active = previous

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine import __version__, tcp
+from common import __version__, tcp
 from engine.metrics import ERROR_KINDS, Recorder, Snapshot
 from engine.statuses import DEFAULT_EXPECT
 

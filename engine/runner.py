@@ -3,49 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import TextIO
 
-from engine import interrupt, lightning, servertiming, tcp
-from engine.client import Pool, build_specs
+from common import tcp
+from engine import interrupt, lightning, servertiming
 from engine.config import RunConfig, masked_headers
-from engine.executors import (
-    ConstantArrivalRate,
-    ConstantVUs,
-    RampingArrivalRate,
-    RampingVUs,
-)
-from engine.executors.ramping_vus import split
-from engine.metrics import Recorder, Snapshot
-from engine.payload import json_payload
+from engine.load import drive
+from engine.load.scenarios import ExecutorKind, saturation_rates, saturation_steps
+from engine.metrics import Recorder
 from engine.probes import pid_probe, verdict
 from engine.report.console import banner
 from engine.report.progress import Progress
 from engine.report.units import format_us
 from engine.result import MemorySummary, RunResult
 from engine.saturation import SaturationResult
-from engine.scenarios import BODY_METHODS, ExecutorKind, saturation_rates, saturation_steps
 from engine.target import preflight, resolve
-
-
-def make_executor(config: RunConfig, index: int = 0, count: int = 1):
-    """The executor of the whole load, or of worker ``index``'s share of ``count``."""
-    ramping = config.scenario_spec.executor is ExecutorKind.ramping
-    connections = split(config.concurrency, count)[index]
-    if config.rate is not None:
-        if ramping:
-            return RampingArrivalRate(
-                config.rate, config.duration, connections, count=count, index=index
-            )
-        return ConstantArrivalRate(
-            config.rate / count, config.duration, connections, offset=index / config.rate
-        )
-    if ramping:
-        return RampingVUs(config.concurrency, config.duration, index=index, count=count)
-    return ConstantVUs(connections, config.duration)
+from engine.workers import run_workers
 
 
 def public_config(config: RunConfig) -> dict:
@@ -171,8 +146,6 @@ async def _drive(
     elapsed = 0.0
     try:
         if workers > 1:
-            from engine.workers import run_workers
-
             elapsed, started = await run_workers(
                 config,
                 target.url,
@@ -185,12 +158,12 @@ async def _drive(
                 stop=stop,
             )
         else:
-            elapsed, started = await load(
+            elapsed, started = await drive.load(
                 config,
                 target.url,
                 server_timing,
                 recorder,
-                make_executor(config),
+                drive.make_executor(config),
                 on_start=probe.start if probe is not None else None,
                 on_tick=progress.update,
                 announce=announce,
@@ -232,97 +205,3 @@ async def _drive(
     if session is not None:
         result.lightning = session.describe()
     return result
-
-
-async def load(
-    config: RunConfig,
-    url,
-    server_timing: bool,
-    recorder: Recorder,
-    executor,
-    *,
-    on_start: Callable[[], object] | None = None,
-    on_tick: Callable[[float, Snapshot], object] | None = None,
-    announce: Callable[[str], None] | None = None,
-    start_at: float | None = None,
-    stop: asyncio.Event | None = None,
-) -> tuple[float, float]:
-    """Drive ``executor``'s load at ``url`` into ``recorder``; (seconds, epoch start).
-
-    ``start_at`` (a time.perf_counter() value, which every process shares)
-    makes workers start, and tick, together. When ``stop`` is set (Ctrl-C:
-    engine.interrupt) no request starts any more, those in flight get
-    interrupt.GRACE seconds, and the rest are abandoned.
-    """
-    loop = asyncio.get_running_loop()
-    scenario = config.scenario_spec
-    payload = json_payload(config.payload_bytes) if scenario.sends_bodies else b""
-    specs = build_specs(url, scenario.methods, payload, BODY_METHODS, config.header_pairs)
-    pool = Pool(
-        loop,
-        url,
-        specs,
-        recorder,
-        config.parser,
-        config.timeout,
-        server_timing=server_timing,
-        open_model=config.rate is not None,
-        congestion=config.congestion,
-    )
-    if start_at is not None:
-        await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
-    t0 = time.perf_counter()
-    started = time.time()
-    if on_start is not None:
-        on_start()
-    ticker = loop.create_task(_tick(recorder, pool, on_tick, t0))
-    try:
-        await _until_done_or_stopped(executor.run(pool, announce), pool, stop)
-    finally:
-        ticker.cancel()
-        elapsed = time.perf_counter() - t0
-        last = recorder.series[-1].t if recorder.series else 0.0
-        if recorder.has_news() or not recorder.series:
-            recorder.snapshot(elapsed, max(elapsed - last, 1e-3), pool.running_vus)
-        await pool.close()
-    return elapsed, started
-
-
-async def _until_done_or_stopped(work, pool: Pool, stop: asyncio.Event | None) -> None:
-    if stop is None:
-        await work
-        return
-    loop = asyncio.get_running_loop()
-    task = loop.create_task(work)
-    waiter = loop.create_task(stop.wait())
-    try:
-        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    finally:
-        waiter.cancel()
-    if task.done():
-        task.result()  # the executor's exception, if any
-        return
-    pool.set_deadline(0)  # no request starts from now on
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(interrupt.GRACE):
-            await pool.wait_idle()
-    pool.abandon()
-
-
-async def _tick(recorder: Recorder, pool: Pool, on_tick, t0: float) -> None:
-    """One snapshot per second of load, on whole seconds from the start."""
-    second = 0
-    while True:
-        second += 1
-        await asyncio.sleep(max(0.0, t0 + second - time.perf_counter()))
-        last = recorder.series[-1].t if recorder.series else 0.0
-        now = time.perf_counter() - t0
-        snap = recorder.snapshot(now, now - last, pool.running_vus)
-        if on_tick is not None:
-            on_tick(now, snap)

@@ -42,6 +42,8 @@ import time
 from dataclasses import asdict, replace
 from typing import Any, BinaryIO
 
+from common import eventloop
+from engine.load.drive import load, make_executor
 from engine.metrics import Recorder, Snapshot, combine_snapshots
 from engine.target import TargetError
 
@@ -109,8 +111,6 @@ async def run_workers(
 
     When ``stop`` is set, every worker is told to stop (as an interrupted run).
     """
-    from engine.runner import make_executor
-
     # The workers need no secrets and no command line: the parent reports.
     shared = replace(config, cookie=None, argv=(), csv=None, json=None, progress=False)
     workers: list[_Worker] = []
@@ -252,9 +252,6 @@ def main() -> None:
     frames = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     commands = sys.stdin.buffer
-
-    from engine import eventloop
-    from engine.runner import load, make_executor
 
     _, config, url, server_timing, index, count = _read_frame(commands)
     executor = make_executor(config, index, count)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import tcp
+from common import tcp
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000

@@ -17,11 +17,11 @@ from collections import deque
 
 import httptools
 
-from engine import tcp
+from common import tcp
+from common.bodies import STATUS_LINES
 from proxy.config import MAX_HEADER_BYTES, ProxyConfig
 from proxy.registry import ChannelError, Registry
 from proxy.upstream import Corked, Pool, UpstreamConnection
-from sink.bodies import STATUS_LINES
 
 HOP_BY_HOP = frozenset(
     {
@@ -69,7 +69,7 @@ class Shared:
         self.loop = loop
         self.pool = Pool(loop, config.max_idle_per_sink, config.connect_timeout, config.congestion)
         # What --congestion still asks of each accepted connection once the
-        # listening sockets have it (sink/listening.py): "system", nothing, mostly.
+        # listening sockets have it (common/listening.py): "system", nothing, mostly.
         self.accept_congestion = config.congestion
         self.stats = Stats()
         self.connections: set[ProxyProtocol] = set()

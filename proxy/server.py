@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 from typing import TextIO
 
-from engine import tcp
+from common import tcp
+from common.lifecycle import serve_until_stopped
+from common.listening import listen
 from proxy.config import ProxyConfig
 from proxy.protocol import ProxyProtocol, Shared
 from proxy.registry import Registry
-from sink.listening import listen
 
 
 async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = None) -> int:
@@ -29,20 +29,6 @@ async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = No
     )
     out.flush()
 
-    stop = asyncio.Event()
-    signals = 0
-
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        stop.set()
-        if signals > 1:
-            for conn in list(shared.connections):
-                conn.abort()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-
     async def report() -> None:
         last = (0, 0.0)
         while True:
@@ -58,24 +44,11 @@ async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = No
                 out.flush()
             last = (s.requests, now)
 
-    reporter = asyncio.create_task(report())
-    sweeper = asyncio.create_task(shared.sweep())
+    background = [asyncio.create_task(report()), asyncio.create_task(shared.sweep())]
     try:
-        await stop.wait()
+        await serve_until_stopped(server, shared.connections, config.grace, background)
     finally:
-        reporter.cancel()
-        sweeper.cancel()
-        server.close()
-        for conn in list(shared.connections):
-            conn.shutdown()
-        deadline = loop.time() + config.grace
-        while shared.connections and loop.time() < deadline and signals < 2:
-            await asyncio.sleep(0.02)
-        for conn in list(shared.connections):
-            conn.abort()
         shared.pool.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         s = shared.stats
         out.write(
             f"chanproxy stopped: requests={s.requests} proxied={s.proxied}"

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import httptools
 
-from engine import tcp
+from common import tcp
 
 
 class ExchangeSink(Protocol):

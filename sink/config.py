@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from engine import tcp
+from common import tcp
 
 # The seed's defaults (mock_sink.exs).
 DEFAULT_HOST = "127.0.0.1"

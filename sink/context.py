@@ -10,7 +10,7 @@ import collections
 import time
 from typing import TextIO
 
-from sink import bodies
+from common import bodies
 from sink.config import SinkConfig
 from sink.responder import Responder
 
@@ -91,7 +91,7 @@ class SinkContext:
         self.fast: dict[bytes, bytes] = {}
         self.filler_fd = bodies.filler_file() if config.sendfile else None
         # What --congestion still asks of each accepted connection once the
-        # listening sockets have it (sink/listening.py): "system", nothing, mostly.
+        # listening sockets have it (common/listening.py): "system", nothing, mostly.
         self.accept_congestion = config.congestion
         self.date = b""
         self.clock = time.monotonic()  # refreshed once a second: timeouts' coarse clock

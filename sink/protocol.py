@@ -14,9 +14,8 @@ import time
 
 import httptools
 
-from engine import tcp
-from engine.memo import MEMO_MAX, ReadMemo
-from sink import bodies
+from common import bodies, tcp
+from common.memo import MEMO_MAX, ReadMemo
 from sink.config import MAX_HEADER_BYTES, Mode
 from sink.context import READ_BUFFER_SIZE, SinkContext
 from sink.replies import Pending, ReplyQueue, small_response

@@ -13,7 +13,7 @@ import os
 import time
 from collections import deque
 
-from sink import bodies
+from common import bodies
 from sink.context import SinkContext
 from sink.responder import Reply
 

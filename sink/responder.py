@@ -10,7 +10,7 @@ import hmac
 import random
 from dataclasses import dataclass
 
-from sink import bodies
+from common import bodies
 from sink.config import MAX_DELAY_MS, Mode, SinkConfig
 
 VALID_TOKEN = b"Bearer test-api-key"

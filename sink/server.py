@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 from typing import TextIO
 
-from engine import tcp
+from common import tcp
+from common.lifecycle import serve_until_stopped
+from common.listening import listen
 from sink.config import Mode, SinkConfig
 from sink.context import SinkContext
-from sink.listening import listen
 from sink.protocol import SinkProtocol
 
 BANNER_RULE = "=" * 51
@@ -98,37 +98,12 @@ async def serve(config: SinkConfig, out: TextIO | None = None) -> int:
     out.write(banner(config, host, port) + "\n")
     out.flush()
 
-    stop = asyncio.Event()
-    signals_seen = 0
-
-    def on_signal() -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        stop.set()
-        if signals_seen > 1:  # a second Ctrl-C: stop waiting for anyone
-            for conn in list(ctx.connections):
-                conn.abort()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-
     ticker = _Ticker(ctx, out, config.stats_interval)
-    tick_task = asyncio.create_task(ticker.run())
     try:
-        await stop.wait()
+        await serve_until_stopped(
+            server, ctx.connections, config.grace, [asyncio.create_task(ticker.run())]
+        )
     finally:
-        tick_task.cancel()
-        server.close()
-        for conn in list(ctx.connections):
-            conn.shutdown()
-        deadline = loop.time() + config.grace
-        while ctx.connections and loop.time() < deadline and signals_seen < 2:
-            await asyncio.sleep(0.02)
-        for conn in list(ctx.connections):
-            conn.abort()
-        await server.wait_closed()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         ctx.close()
         ticker.once()
         out.write(final_summary(ctx) + "\n")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from engine import tcp
+from common import tcp
 from tests.support import ROOT, chanload_command, chansink_command, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
@@ -70,7 +70,7 @@ def test_chansink_uses_reno_on_loopback_unless_told(sink_factory):
     default = sink_factory()
     system = sink_factory("--congestion", "system")
     assert "TCP:       reno on loopback" in default.output()
-    # On the listening socket, so that connections start with it (engine/tcp.py).
+    # On the listening socket, so that connections start with it (common/tcp.py).
     assert listening(default.port) == ["reno"]
     assert listening(system.port) == [SYSTEM]
     with hold_request(default.port), hold_request(system.port):

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import eventloop
+from common import eventloop
 from engine.client import CONNECTIONS, VU, Pool, build_specs
 from engine.config import HttpUrl
 from engine.metrics import Recorder

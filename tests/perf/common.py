@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import tcp
+from common import tcp
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench_results"

@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sink.bodies import json_body
+from common.bodies import json_body
 from tests.perf.common import (
     MIB,
     cpu_seconds,

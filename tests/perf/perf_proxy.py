@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine import tcp
+from common import tcp
 from tests.perf.common import (
     cpu_sets,
     median,

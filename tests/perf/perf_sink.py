@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sink.bodies import json_body
+from common.bodies import json_body
 from tests.perf.common import (
     GIB,
     MIB,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.executors import ConstantVUs, RampingVUs
+from engine.load.executors import ConstantVUs, RampingVUs
 
 
 class FakePool:
@@ -141,7 +141,7 @@ class FakeOpenPool:
 
 
 def test_arrival_rate_sends_on_schedule_and_counts_drops():
-    from engine.executors import ConstantArrivalRate
+    from engine.load.executors import ConstantArrivalRate
 
     pool = FakeOpenPool(connections=100, busy=0.001)
     asyncio.run(ConstantArrivalRate(rate=400, duration=0.5, max_connections=100).run(pool))
@@ -155,7 +155,7 @@ def test_arrival_rate_sends_on_schedule_and_counts_drops():
 
 
 def test_a_slow_target_gets_late_requests_not_a_slower_schedule():
-    from engine.executors import ConstantArrivalRate
+    from engine.load.executors import ConstantArrivalRate
 
     pool = FakeOpenPool(connections=2, busy=0.05)  # 2 connections, 50 ms each: 40 req/s max
     started = time.monotonic()
@@ -169,7 +169,7 @@ def test_a_slow_target_gets_late_requests_not_a_slower_schedule():
 
 
 def test_ramping_arrival_rate_steps():
-    from engine.executors import RampingArrivalRate
+    from engine.load.executors import RampingArrivalRate
 
     lines: list[str] = []
     pool = FakeOpenPool(connections=100, busy=0.0005)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sink import bodies
+from common import bodies
 
 
 @pytest.mark.parametrize("size", range(0, 1100))

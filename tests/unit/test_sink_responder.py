@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from sink import bodies
+from common import bodies
 from sink.config import ConfigError, Mode, SinkConfig
 from sink.responder import Overrides, Responder, parse_overrides
 

@@ -1,4 +1,4 @@
-"""engine/tcp.py: --congestion checked, chosen and set on real loopback sockets."""
+"""common/tcp.py: --congestion checked, chosen and set on real loopback sockets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from engine import tcp
+from common import tcp
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_describe_names_the_system_default():
 
 # -- listening sockets ---------------------------------------------------------
 # A connection that starts with BBR keeps BBR's pacing after a later switch
-# (engine/tcp.py): servers set the algorithm on the listening socket, and the
+# (common/tcp.py): servers set the algorithm on the listening socket, and the
 # connections they accept start with it.
 
 

@@ -9,10 +9,10 @@ import random
 import pytest
 
 from engine.config import ConfigError, RunConfig
-from engine.executors import ConstantArrivalRate, ConstantVUs, RampingArrivalRate, RampingVUs
-from engine.executors.ramping_vus import split
+from engine.load.drive import make_executor
+from engine.load.executors import ConstantArrivalRate, ConstantVUs, RampingArrivalRate, RampingVUs
+from engine.load.executors.ramping_vus import split
 from engine.metrics import Recorder
-from engine.runner import make_executor
 from engine.workers import encode
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from engine.executors.arrival_rate import ConstantArrivalRate, RampingArrivalRate
-from engine.executors.constant_vus import ConstantVUs
-from engine.executors.ramping_vus import RampingVUs
+from engine.load.executors.arrival_rate import ConstantArrivalRate, RampingArrivalRate
+from engine.load.executors.constant_vus import ConstantVUs
+from engine.load.executors.ramping_vus import RampingVUs
 
 Announce = Callable[[str], None]
 

@@ -1,6 +1,6 @@
 """What chansink and chanproxy do to start listening: raise the open-files
 limit, bind (with errors a user can act on), set --congestion on the
-listening sockets (engine/tcp.py), and warn beyond loopback.
+listening sockets (common/tcp.py), and warn beyond loopback.
 
 Servers raise their soft open-files limit to the hard one: one descriptor per
 connection, and a mock sink or a reference proxy that stops accepting at the
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-from engine import tcp
+from common import tcp
 
 CAP = 1 << 20  # no more than this, even when the hard limit is unlimited
 
