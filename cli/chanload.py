@@ -27,7 +27,7 @@ from engine.config import (
 )
 from engine.limits import ensure_open_files
 from engine.load.scenarios import SCENARIOS
-from engine.probes import check_pid
+from engine.observers.memory import check_pid
 from engine.report.console import summary
 from engine.report.files import append_csv, write_document, write_json
 from engine.report.hdrlog import write_hdr_log

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common import tcp
-from engine import servertiming
 from engine.config import HttpUrl
 from engine.http1 import (
     GET_READ_BUFFER,
@@ -30,6 +29,7 @@ from engine.http1 import (
     build_request_head,
 )
 from engine.metrics import Recorder
+from engine.timing import parse_server_timing
 
 # Bodies up to this size go out in the same bytes object as the head.
 INLINE_BODY_MAX = 64 * 1024
@@ -273,7 +273,7 @@ class ClientConnection:
 
     def server_timing_seen(self, value: bytes) -> None:
         pending = self.rec.timing_pending
-        for name, ms in servertiming.parse(value):
+        for name, ms in parse_server_timing(value):
             values = pending.get(name)
             if values is None:
                 values = pending[name] = []

@@ -20,8 +20,10 @@ from engine.beam.dist import BadRpc, DistError, Node, RpcTimeout
 from engine.beam.terms import Atom
 from engine.config import RunConfig, parse_url
 from engine.lightning_setup import LightningApi, Setup, SetupError, text
-from engine.metrics import new_histogram
-from engine.probes import MemoryProbe, ProbeLost
+from engine.metrics import Recorder, new_histogram
+from engine.observers import Observer
+from engine.observers.memory import MemoryObserver, MemoryProbe, ProbeLost
+from engine.result import RunResult
 from engine.target import Target, TargetError, check, check_sink
 from engine.timing import INBOUND, EventTiming, ServerTiming
 
@@ -314,6 +316,41 @@ def beam_probe(session: Session, interval: float) -> MemoryProbe:
         }
 
     return MemoryProbe("Lightning BEAM", sample, interval)
+
+
+class CollectorObserver(Observer):
+    """The telemetry collector: reset before each load, summarised after it;
+    torn down with the session when the run is over."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.timing: ServerTiming | None = None
+
+    async def before(self, config: RunConfig) -> None:
+        self.timing = None
+        await self.session.reset_collector()
+
+    async def after(self, recorder: Recorder) -> None:
+        self.timing = await self.session.collect_timing()
+
+    def report(self, result: RunResult) -> None:
+        if self.timing is not None:
+            result.server_timing = self.timing.as_dict()
+        result.lightning = self.session.describe()
+
+    async def close(self) -> None:
+        try:
+            await self.session.teardown_collector()
+        finally:
+            await self.session.close()
+
+
+def observers(session: Session) -> list[Observer]:
+    """A Lightning run's observers: the collector, then the node's memory."""
+    return [
+        CollectorObserver(session),
+        MemoryObserver(lambda interval: beam_probe(session, interval)),
+    ]
 
 
 async def open_target(config: RunConfig, out: TextIO) -> tuple[Session, Target, int]:

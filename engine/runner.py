@@ -1,4 +1,4 @@
-"""runner.run(config): resolve the target, check it, drive the load, build the RunResult."""
+"""runner.run(config): the target and its observers, the load, the result: one straight sequence."""
 
 from __future__ import annotations
 
@@ -8,18 +8,16 @@ from dataclasses import asdict, replace
 from typing import TextIO
 
 from common import tcp
-from engine import interrupt, lightning, servertiming
+from engine import drive, interrupt
 from engine.config import RunConfig, masked_headers
-from engine.load import drive
 from engine.load.scenarios import ExecutorKind, saturation_rates, saturation_steps
 from engine.metrics import Recorder
-from engine.probes import pid_probe, verdict
+from engine.opening import OpenTarget, open_target
 from engine.report.console import banner
 from engine.report.progress import Progress
-from engine.report.units import format_us
-from engine.result import MemorySummary, RunResult
+from engine.result import RunResult
 from engine.saturation import SaturationResult
-from engine.target import preflight, resolve
+from engine.units import format_us
 from engine.workers import run_workers
 
 
@@ -35,33 +33,20 @@ def public_config(config: RunConfig) -> dict:
     return data
 
 
-def body_size_of_interest(config: RunConfig) -> int:
-    """The body size that should not pile up in a proxy: the larger of the two."""
-    payload = config.payload_bytes if config.scenario_spec.sends_bodies else 0
-    return max(payload, config.response_bytes or 0)
-
-
 async def run(config: RunConfig, out: TextIO) -> RunResult | SaturationResult:
-    target = resolve(config)
-    session: lightning.Session | None = None
-    if target is None:
-        session, target, preflight_requests = await lightning.open_target(config, out)
-    else:
-        preflight_requests = 0
-        if config.preflight:
-            target, preflight_requests = await preflight(target, out, config.header_pairs)
+    """Resolve the target and its observers, drive the load (once, or once per
+    saturation step), build the result; the observers are closed in any case."""
+    opened = await open_target(config, out)
     try:
         if config.scenario_spec.executor is ExecutorKind.saturation:
-            return await _saturate(config, target, session, preflight_requests, out)
-        return await _drive(config, target, session, preflight_requests, out)
+            return await _saturate(config, opened, out)
+        return await _drive(config, opened, opened.preflight_requests, out)
     finally:
-        if session is not None:
-            await session.teardown_collector()
-            await session.close()
+        await opened.close()
 
 
-async def _saturate(config, target, session, preflight_requests, out) -> SaturationResult:
-    """One run per step, each --duration long; the collector is reset between steps."""
+async def _saturate(config: RunConfig, opened: OpenTarget, out: TextIO) -> SaturationResult:
+    """One run per step, each --duration long; the observers start afresh at each."""
     if config.rate is not None:
         steps = [replace(config, rate=r) for r in saturation_rates(config.rate)]
         labels = [f"{r:g} req/s" for r in saturation_rates(config.rate)]
@@ -73,9 +58,8 @@ async def _saturate(config, target, session, preflight_requests, out) -> Saturat
     for i, (step, label) in enumerate(zip(steps, labels, strict=True), 1):
         out.write(f"  [saturation] Step {i}/{len(steps)}: {label}\n")
         out.flush()
-        result = await _drive(
-            step, target, session, preflight_requests if i == 1 else 0, out, banner_shown=i > 1
-        )
+        requests = opened.preflight_requests if i == 1 else 0
+        result = await _drive(step, opened, requests, out, banner_shown=i > 1)
         results.append(result)
         out.write(
             f"    {result.rps:,.1f} req/s, p50 {format_us(result.p50_us)},"
@@ -91,8 +75,13 @@ async def _saturate(config, target, session, preflight_requests, out) -> Saturat
 
 
 async def _drive(
-    config, target, session, preflight_requests, out, banner_shown: bool = False
+    config: RunConfig,
+    opened: OpenTarget,
+    preflight_requests: int,
+    out: TextIO,
+    banner_shown: bool = False,
 ) -> RunResult:
+    target, observers = opened.target, opened.observers
     scenario = config.scenario_spec
     payload_size = config.payload_bytes if scenario.sends_bodies else None
     if not banner_shown:
@@ -118,14 +107,12 @@ async def _drive(
         )
     out.flush()
 
-    probe = None
-    if session is not None:
-        await session.reset_collector()
-        probe = lightning.beam_probe(session, config.sample_interval)
-    elif config.target_pid is not None:
-        probe = pid_probe(config.target_pid, config.sample_interval)
-    if probe is not None:
-        await probe.baseline()  # before any load: the baseline
+    for observer in observers:
+        await observer.before(config)
+
+    def at_start() -> None:
+        for observer in observers:
+            observer.at_start()
 
     recorder = Recorder(config.expected)
     progress = Progress(config.duration, out, enabled=config.progress)
@@ -135,13 +122,11 @@ async def _drive(
         out.write(line + "\n")
         out.flush()
 
-    server_timing = target.server_timing and session is None
+    server_timing = opened.reads_server_timing
     workers = min(config.workers, config.concurrency)
     stopper = interrupt.active()
     stop = stopper.event if stopper is not None else None
     interrupted = False
-    memory: MemorySummary | None = None
-    timing = None
     started = time.time()
     elapsed = 0.0
     try:
@@ -152,7 +137,7 @@ async def _drive(
                 server_timing,
                 workers,
                 recorder,
-                on_start=probe.start if probe is not None else None,
+                on_start=at_start,
                 on_tick=progress.update,
                 announce=announce,
                 stop=stop,
@@ -164,7 +149,7 @@ async def _drive(
                 server_timing,
                 recorder,
                 drive.make_executor(config),
-                on_start=probe.start if probe is not None else None,
+                on_start=at_start,
                 on_tick=progress.update,
                 announce=announce,
                 stop=stop,
@@ -175,10 +160,8 @@ async def _drive(
         raise
     finally:
         progress.clear()
-        if probe is not None:
-            memory = await probe.stop()  # the last sample: after the load
-        if session is not None:
-            timing = await session.collect_timing()
+        for observer in reversed(observers):  # the last started, the first stopped
+            await observer.after(recorder)
 
     result = RunResult.build(
         recorder=recorder,
@@ -193,15 +176,9 @@ async def _drive(
         command=config.command(),
         config=public_config(config),
         preflight_requests=preflight_requests,
-        memory=memory,
         interrupted=interrupted,
         target_rate=config.rate,
     )
-    if timing is not None:
-        result.server_timing = timing.as_dict()
-    elif target.server_timing:
-        result.server_timing = servertiming.summarise(recorder)
-    result.memory_verdict = verdict(memory, config.concurrency, body_size_of_interest(config))
-    if session is not None:
-        result.lightning = session.describe()
+    for observer in observers:
+        observer.report(result)
     return result

@@ -17,10 +17,10 @@ from engine import runner, thresholds
 from engine.config import RunConfig
 from engine.report.console import HEADER_ROWS, TIMING_ROWS, summary
 from engine.report.files import append_csv, write_document
-from engine.report.units import format_bytes_delta, format_us
 from engine.result import RunResult
 from engine.statuses import DEFAULT_EXPECT
 from engine.target import TargetError
+from engine.units import format_bytes_delta, format_us
 
 # The seed's order and extra flags (run_all.sh).
 SCENARIOS: tuple[tuple[str, dict[str, int]], ...] = (

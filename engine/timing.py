@@ -14,6 +14,7 @@ lookup - upstream) means the same thing on both.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 SEED_EVENTS = ("request", "fetch_channel", "upstream")
 # Today's Lightning: the whole plug call, channel resolved or not.
 INBOUND = "inbound"
+_DUR = re.compile(rb"dur\s*=\s*\"?([0-9.]+)")
 
 
 def events_used(names: Mapping[str, Any] | list[str]) -> dict[str, str]:
@@ -72,3 +74,20 @@ class ServerTiming:
         data["plug_overhead_mean_us"] = self.plug_overhead_mean_us
         data["events_used"] = events_used(self.events) if self.events else None
         return data
+
+
+# -- the Server-Timing header (W3C Server Timing) ---------------------------------------
+
+
+def parse_server_timing(value: bytes) -> list[tuple[str, float]]:
+    """``[(name, milliseconds)]`` of the metrics that carry a ``dur``."""
+    out = []
+    for metric in value.split(b","):
+        name, _, params = metric.strip().partition(b";")
+        m = _DUR.search(params)
+        if name and m:
+            try:
+                out.append((name.decode("ascii", "replace"), float(m.group(1))))
+            except ValueError:
+                continue
+    return out

@@ -43,7 +43,7 @@ from dataclasses import asdict, replace
 from typing import Any, BinaryIO
 
 from common import eventloop
-from engine.load.drive import load, make_executor
+from engine.drive import load, make_executor
 from engine.metrics import Recorder, Snapshot, combine_snapshots
 from engine.target import TargetError
 

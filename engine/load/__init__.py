@@ -1,2 +1,2 @@
-"""The load: scenarios (what is sent), executors (how many VUs, when), and
-drive (one process's load on a pool of connections, ticking once a second)."""
+"""The load, described: scenarios (what is sent) and executors (how many VUs,
+and when). No network here: engine/drive.py puts an executor to work."""

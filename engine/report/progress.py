@@ -6,7 +6,7 @@ import sys
 from typing import TextIO
 
 from engine.metrics import Snapshot
-from engine.report.units import format_us
+from engine.units import format_us
 
 
 class Progress:

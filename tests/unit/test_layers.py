@@ -38,7 +38,7 @@ ENGINE_LAYERS = [
         "engine.statuses",
         "engine.timing",
         "engine.embedded",
-        "engine.report.units",
+        "engine.units",
         "engine.beam",
         "engine.load.executors",
         "engine.load.scenarios",
@@ -53,15 +53,16 @@ ENGINE_LAYERS = [
         "engine.thresholds",
         "engine.compare",
         "engine.saturation",
-        "engine.servertiming",
-        "engine.probes",
+        "engine.observers",
         "engine.lightning_setup",
         "engine.report",
     ],
     # the HTTP client and the targets
     ["engine.http1", "engine.client", "engine.target"],
     # one process's load; the Lightning node
-    ["engine.load.drive", "engine.lightning"],
+    ["engine.drive", "engine.lightning"],
+    # which target a run has, and its observers
+    ["engine.opening"],
     # the load over several processes
     ["engine.workers"],
     # one run, from target to result
@@ -218,7 +219,7 @@ def write(root: Path, files: dict[str, str]) -> None:
                 "engine/config.py": "def f():\n    from engine import runner\n",
                 "engine/runner.py": "",
             },
-            "engine.config (layer 1) imports engine.runner (layer 5): upward",
+            "engine.config (layer 1) imports engine.runner (layer",
         ),
         ({"engine/nowhere.py": "from engine import config\n", "engine/config.py": ""}, "no place"),
     ],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.probes import MemoryProbe, ProbeLost, process_tree_rss, verdict
+from engine.observers.memory import MemoryProbe, ProbeLost, process_tree_rss, verdict
 from engine.result import MemorySummary
 from tests.support import rss_bytes, wait_until
 

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from engine.config import ConfigError, RunConfig
-from engine.load.drive import make_executor
+from engine.drive import make_executor
 from engine.load.executors import ConstantArrivalRate, ConstantVUs, RampingArrivalRate, RampingVUs
 from engine.load.executors.ramping_vus import split
 from engine.metrics import Recorder

@@ -1,4 +1,4 @@
-"""Memory probes of the system under test, and the streaming/buffering verdict.
+"""Memory of the system under test: probes, their observer, and the streaming/buffering verdict.
 
 A probe samples before the load (the baseline), every interval during it,
 and once after it. Two sources:
@@ -14,7 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from engine.result import MemorySummary
+from engine.config import RunConfig
+from engine.metrics import Recorder
+from engine.observers import Observer
+from engine.result import MemorySummary, RunResult
 
 MB = 1024 * 1024
 # Growth below this is noise whatever the bodies (allocator slack, caches).
@@ -224,3 +227,41 @@ def _size(n: float) -> str:
     if n >= 1024:
         return f"{n / 1024:.1f} KB"
     return f"{int(n)} B"
+
+
+def body_size_of_interest(config: RunConfig) -> int:
+    """The body size that should not pile up in a proxy: the larger of the two."""
+    payload = config.payload_bytes if config.scenario_spec.sends_bodies else 0
+    return max(payload, config.response_bytes or 0)
+
+
+class MemoryObserver(Observer):
+    """A fresh probe for each load: the baseline before it, samples during it,
+    the last sample after it; then the summary and the verdict in the result."""
+
+    def __init__(self, make_probe: Callable[[float], MemoryProbe]) -> None:
+        self.make_probe = make_probe  # interval -> a new MemoryProbe
+        self.probe: MemoryProbe | None = None
+        self.summary: MemorySummary | None = None
+        self.config: RunConfig | None = None
+
+    async def before(self, config: RunConfig) -> None:
+        self.config = config
+        self.summary = None
+        self.probe = self.make_probe(config.sample_interval)
+        await self.probe.baseline()  # before any load: the baseline
+
+    def at_start(self) -> None:
+        if self.probe is not None:
+            self.probe.start()
+
+    async def after(self, recorder: Recorder) -> None:
+        if self.probe is not None:
+            self.summary = await self.probe.stop()  # the last sample: after the load
+
+    def report(self, result: RunResult) -> None:
+        assert self.config is not None
+        result.memory = self.summary
+        result.memory_verdict = verdict(
+            self.summary, self.config.concurrency, body_size_of_interest(self.config)
+        )

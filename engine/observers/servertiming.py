@@ -8,28 +8,13 @@ a histogram, and the report maps total/lookup/upstream onto the seed's rows.
 
 from __future__ import annotations
 
-import re
-
 from engine.metrics import Recorder
+from engine.observers import Observer
+from engine.result import RunResult
 from engine.timing import EventTiming, ServerTiming
 
 # Server-Timing metric -> the seed's event (and CSV column group).
 SEED_EVENTS = {"total": "request", "lookup": "fetch_channel", "upstream": "upstream"}
-_DUR = re.compile(rb"dur\s*=\s*\"?([0-9.]+)")
-
-
-def parse(value: bytes) -> list[tuple[str, float]]:
-    """``[(name, milliseconds)]`` of the metrics that carry a ``dur``."""
-    out = []
-    for metric in value.split(b","):
-        name, _, params = metric.strip().partition(b";")
-        m = _DUR.search(params)
-        if name and m:
-            try:
-                out.append((name.decode("ascii", "replace"), float(m.group(1))))
-            except ValueError:
-                continue
-    return out
 
 
 def summarise(recorder: Recorder) -> dict | None:
@@ -52,3 +37,20 @@ def summarise(recorder: Recorder) -> dict | None:
             histogram=h.encode().decode("ascii"),
         )
     return ServerTiming(events, source="Server-Timing header").as_dict()
+
+
+class HeaderTiming(Observer):
+    """Server timing from the Server-Timing header of every response (the
+    client parses it into the Recorder); summarised into the result."""
+
+    reads_server_timing = True
+
+    def __init__(self) -> None:
+        self.recorder: Recorder | None = None
+
+    async def after(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def report(self, result: RunResult) -> None:
+        if self.recorder is not None:
+            result.server_timing = summarise(self.recorder)

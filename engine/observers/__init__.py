@@ -1,0 +1,51 @@
+"""Observers: what watches the target while the load runs, beside the latencies.
+
+A run has a target and a list of observers; the runner calls their hooks
+and knows none of them by name. before() and at_start() go in list order,
+after() and close() in reverse (the last started, the first stopped: Lightning's
+memory takes its last sample, which finds a stalled node first, before the
+collector is asked for its summary):
+
+    before()        before each load (each saturation step): reset, take a baseline
+    at_start()      the instant the load starts
+    after()         right after the load, also when it failed or was stopped
+    report(result)  put what was observed into that load's RunResult
+    close()         once, after the last load, also on failure
+
+Implementations: memory (engine/observers/memory.py: a PID tree's RSS, or a
+Lightning node's erlang:memory()), server timing from the Server-Timing header
+(engine/observers/servertiming.py), and Lightning's telemetry collector
+(engine/lightning.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
+    from engine.metrics import Recorder
+    from engine.result import RunResult
+
+
+class Observer:
+    """The hooks, each doing nothing unless overridden."""
+
+    # True when this observer reads the Server-Timing header of every response
+    # (the client parses it only then: it costs a header scan per response).
+    reads_server_timing = False
+
+    async def before(self, config: RunConfig) -> None:
+        """Before a load of ``config`` (saturation: before each step)."""
+
+    def at_start(self) -> None:
+        """The load starts now."""
+
+    async def after(self, recorder: Recorder) -> None:
+        """The load is over (or stopped): take the last sample, collect."""
+
+    def report(self, result: RunResult) -> None:
+        """Write what was observed during that load into ``result``."""
+
+    async def close(self) -> None:
+        """After the last load; also when the run failed or was interrupted."""
