@@ -11,8 +11,9 @@ from common import tcp
 from common.lifecycle import serve_until_stopped
 from common.listening import listen
 from proxy.config import ProxyConfig
-from proxy.protocol import ProxyProtocol, Shared
+from proxy.protocol import ProxyProtocol
 from proxy.registry import Registry
+from proxy.shared import Shared
 
 
 async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = None) -> int:
