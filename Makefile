@@ -38,21 +38,21 @@ bench: install
 
 # chansink vs nginx under wrk (needs wrk and nginx: apt-get install -y wrk nginx-light).
 perf-sink: install
-	$(BIN)/python -m tests.perf.perf_sink
+	$(BIN)/python -m bench.perf_sink
 
 # chanload vs wrk, h11 throughput, 1 MiB bodies, a 10-minute RSS check (needs wrk, nginx).
 perf-engine: install
-	$(BIN)/python -m tests.perf.perf_engine
+	$(BIN)/python -m bench.perf_engine
 
 # chanproxy vs nginx as the same channel proxy, under the same chanload load (needs nginx).
 perf-proxy: install
-	$(BIN)/python -m tests.perf.perf_proxy
+	$(BIN)/python -m bench.perf_proxy
 
 # The fault, interrupt, limit, output and fuzz tests at full size (5,000 malformed
 # responses per client parser, 10,000 malformed requests per server), their
 # figures -> bench_results/reliability.md and docs/reliability.md.
 reliability: install
-	$(BIN)/python -m tests.fuzz.report
+	$(BIN)/python -m bench.reliability
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -39,8 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.bodies import json_body
-from tests.perf.common import (
+from bench.common import (
     MIB,
     cpu_seconds,
     cpu_sets,
@@ -55,6 +54,7 @@ from tests.perf.common import (
     versions_table,
     write_report,
 )
+from common.bodies import json_body
 
 TARGET_RATIO = 0.9
 TARGET_H11 = 15_000
@@ -387,7 +387,7 @@ def workers_vs_one(args, script: Path, work: Path) -> dict:
 
 
 def command_line() -> str:
-    return "python -m tests.perf.perf_engine " + shlex.join(sys.argv[1:])
+    return "python -m bench.perf_engine " + shlex.join(sys.argv[1:])
 
 
 def render(args, raw) -> tuple[str, bool]:

@@ -32,8 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common.bodies import json_body
-from tests.perf.common import (
+from bench.common import (
     GIB,
     MIB,
     ProcSampler,
@@ -49,6 +48,7 @@ from tests.perf.common import (
     write_report,
     wrk_upload_script,
 )
+from common.bodies import json_body
 
 TARGET_RATIO = 0.95
 IDLE_CONNECTIONS = 5000
@@ -169,7 +169,7 @@ def gibps(res) -> float:
 
 
 def command_line() -> str:
-    return "python -m tests.perf.perf_sink " + shlex.join(sys.argv[1:])
+    return "python -m bench.perf_sink " + shlex.join(sys.argv[1:])
 
 
 def render(args, info, results, idle) -> tuple[str, bool]:

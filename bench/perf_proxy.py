@@ -21,8 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import tcp
-from tests.perf.common import (
+from bench.common import (
     cpu_sets,
     median,
     skip_unless,
@@ -32,6 +31,7 @@ from tests.perf.common import (
     versions_table,
     write_report,
 )
+from common import tcp
 
 TARGET = 0.5
 CHANNEL = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
@@ -166,7 +166,7 @@ def channels(work: Path, sink_port: int) -> Path:
 
 
 def command_line() -> str:
-    return "python -m tests.perf.perf_proxy " + shlex.join(sys.argv[1:])
+    return "python -m bench.perf_proxy " + shlex.join(sys.argv[1:])
 
 
 def render(args, info, results) -> tuple[str, bool]:

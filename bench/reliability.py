@@ -1,7 +1,7 @@
 """make reliability: run the fault, interrupt, limit, output and fuzz tests at full
 size, and write what they tried and found.
 
-    python -m tests.fuzz.report [--client-cases 5000] [--server-cases 10000]
+    python -m bench.reliability [--client-cases 5000] [--server-cases 10000]
 
 Writes bench_results/reliability.md (the figures, the exact command, the
 versions) and refreshes the figures section of docs/reliability.md between
@@ -21,7 +21,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "bench_results" / "reliability.md"
 DOC = ROOT / "docs" / "reliability.md"
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
@@ -141,7 +141,7 @@ def render(args, cases: list[dict], tally: list[dict], code: int, took: float) -
         [
             "# Reliability: faults, interrupts, limits, fuzzing",
             "",
-            "Produced by `make reliability` (`python -m tests.fuzz.report"
+            "Produced by `make reliability` (`python -m bench.reliability"
             f" --client-cases {args.client_cases} --server-cases {args.server_cases}`);"
             " the table of faults and what chanload does is in `docs/reliability.md`.",
             "",

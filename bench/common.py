@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common import tcp
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench_results"
 MIB = 1024 * 1024
 GIB = 1024 * MIB

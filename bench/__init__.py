@@ -1,0 +1,2 @@
+"""Benchmarks and report generators (make perf-sink, perf-engine, perf-proxy,
+reliability): they write bench_results/; they are not tests."""
