@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 
 from engine.statuses import DEFAULT, ExpectedStatuses
 
-# 1 us .. 1 h at 3 significant digits (DESIGN.md: numbers that matter).
+# 1 us .. 1 h at 3 significant digits: wrk2 and k6 report at this precision.
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3

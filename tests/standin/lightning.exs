@@ -2,7 +2,7 @@
 # tests.
 #
 # Lightning itself cannot be built here. This script reproduces what chanload
-# relies on (shared/spec/lightning-target.md) as a real Erlang node: the
+# relies on as a real Erlang node: the
 # Lightning.* functions used to set up the benchmark channel (rows kept in
 # ETS), a :telemetry module, and an HTTP endpoint serving
 # /channels/:id/*path that streams to the channel's upstream and emits the

@@ -1,6 +1,6 @@
 # The "seed" profile of the Lightning stand-in: the Lightning that chanload
-# was first written against (shared/spec/lightning-target.md, the table of
-# functions and the three spans). Loaded by lightning.exs after common.exs.
+# was first written against (the seed's benchmark README and the Lightning
+# of its time: the functions below and the three spans). Loaded by lightning.exs after common.exs.
 #
 #   Lightning.Accounts.register_user/1, delete_user/1
 #   Lightning.Projects.create_project/1,2, delete_project/1
