@@ -12,7 +12,7 @@ import typer
 
 from cli.errors import fail, run_app
 from common import eventloop, tcp
-from engine import __version__, interrupt, thresholds
+from engine import __version__, interrupt
 from engine.config import (
     DEFAULT_CHANNEL,
     DEFAULT_CONCURRENCY,
@@ -27,10 +27,8 @@ from engine.config import (
 )
 from engine.limits import ensure_open_files
 from engine.load.scenarios import SCENARIOS
-from engine.observers.memory import check_pid
-from engine.report.console import summary
-from engine.report.files import append_csv, write_document, write_json
-from engine.report.hdrlog import write_hdr_log
+from engine.outputs import unwritable, unwritable_dir
+from engine.report.files import write_document
 from engine.statuses import DEFAULT_EXPECT
 from engine.target import TargetError
 
@@ -278,16 +276,11 @@ def run(
         headers=tuple(header or ()),
         expect_status=expect_status,
         repoint_channel=repoint_channel,
+        hdr_log=str(hdr_log) if hdr_log else None,
+        charts=str(charts) if charts else None,
+        thresholds=tuple(threshold or ()),
         argv=tuple(shown_args("run")),
     )
-    for option, path in (("--csv", csv), ("--json", json), ("--hdr-log", hdr_log)):
-        if path is not None and (problem := unwritable(path)):
-            raise fail(PROG, f"{option} {path}: {problem}", 2)
-    if target_pid is not None and (problem := check_pid(target_pid)):
-        raise fail(PROG, problem, 2)
-    if charts is not None:
-        check_charts_dir(charts)
-    limits = parse_thresholds(threshold)
     if problem := ensure_open_files(config.concurrency):
         raise fail(PROG, problem, 2)
 
@@ -302,53 +295,11 @@ def run(
     except asyncio.CancelledError:  # a second Ctrl-C: stopped at once, nothing written
         raise fail(PROG, "interrupted twice: stopped at once, no results written", 130) from None
 
-    from engine.saturation import SaturationResult
+    from engine.report.deliver import deliver
 
-    if isinstance(result, SaturationResult):
-        report_saturation(result, config, limits, hdr_log)
-        write_charts(result.to_dict(), charts)
-        if result.interrupted:
-            raise typer.Exit(130)
-        return
-    outcomes = thresholds.evaluate(limits, result.to_dict())
-    if outcomes:
-        result.thresholds = [o.as_dict() for o in outcomes]
-    print(summary(result))
-    if outcomes:
-        print(thresholds.report(outcomes))
-    if config.csv:
-        print(f"Writing CSV to {config.csv}... ", end="")
-        append_csv(config.csv, result)
-        print("ok")
-    if config.json:
-        print(f"Writing JSON to {config.json}... ", end="")
-        write_json(config.json, result)
-        print("ok")
-    if hdr_log is not None:
-        n = write_hdr_log(hdr_log, result.to_dict())
-        print(f"Wrote {n} interval histograms to {hdr_log}")
-    write_charts(result.to_dict(), charts)
-    if result.interrupted:
-        raise typer.Exit(130)
-    if any(o.passed is False for o in outcomes):
-        raise typer.Exit(3)
-
-
-def report_saturation(result, config: RunConfig, limits, hdr_log) -> None:
-    print(result.table())
-    if limits:
-        print(" Thresholds: not applied to saturation steps (each step is a different load)")
-    if hdr_log is not None:
-        print(" --hdr-log: not written for saturation (use --json: every step's histogram)")
-    if config.csv:
-        print(f"Writing CSV to {config.csv} (one row per step)... ", end="")
-        for step in result.steps:
-            append_csv(config.csv, step)
-        print("ok")
-    if config.json:
-        print(f"Writing JSON to {config.json}... ", end="")
-        write_json(config.json, result)
-        print("ok")
+    code = deliver(result, config, sys.stdout)
+    if code:
+        raise typer.Exit(code)
 
 
 def make_config(*, cookie: str | None, **options) -> RunConfig:
@@ -370,39 +321,15 @@ def shown_args(command: str) -> list[str]:
 
 
 def check_charts_dir(path: Path) -> None:
-    """Refuse (exit 2, before any load) a --charts that cannot be written or drawn."""
+    """Refuse (exit 2) a --charts/--output directory that cannot be written or drawn."""
     from engine.report.charts import ChartsUnavailable, require_matplotlib
 
     try:
         require_matplotlib()
     except ChartsUnavailable as exc:
         raise fail(PROG, f"--charts: {exc}", 2) from None
-    if path.exists() and not path.is_dir():
-        raise fail(PROG, f"--charts {path}: not a directory", 2)
-    probe = path if path.exists() else path.parent if str(path.parent) else Path(".")
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise fail(PROG, f"--charts {path}: {probe} is not writable", 2)
-
-
-def write_charts(doc: dict, out_dir: Path | None) -> None:
-    if out_dir is None:
-        return
-    from engine.report.charts import charts as draw
-
-    made = draw(doc, out_dir)
-    print(
-        f"Wrote {len(made)} chart{'s' if len(made) != 1 else ''} to {out_dir}/: "
-        + (", ".join(p.name for p in made) or "no data to chart")
-    )
-
-
-def parse_thresholds(texts: list[str] | None) -> list[thresholds.Threshold]:
-    try:
-        return [thresholds.parse(t) for t in texts or []]
-    except thresholds.ThresholdError as exc:
-        raise fail(PROG, str(exc), 2) from None
+    if problem := unwritable_dir(path):
+        raise fail(PROG, f"--charts {path}: {problem}", 2)
 
 
 SUITE_HELP = """\
@@ -501,8 +428,8 @@ def suite(
         headers=tuple(header or ()),
         expect_status=expect_status,
         repoint_channel=repoint_channel,
+        thresholds=tuple(threshold or ()),
     )
-    limits = parse_thresholds(threshold)
     if problem := ensure_open_files(concurrency):
         raise fail(PROG, problem, 2)
     try:
@@ -520,7 +447,7 @@ def suite(
                     )
                     outcome = eventloop.run(
                         interrupt.guarded(
-                            suite_mod.run_suite(base, out_dir, sys.stdout, command, limits, charts)
+                            suite_mod.run_suite(base, out_dir, sys.stdout, command, charts)
                         )
                     )
             except EmbeddedError as exc:
@@ -528,7 +455,7 @@ def suite(
         else:
             outcome = eventloop.run(
                 interrupt.guarded(
-                    suite_mod.run_suite(base, out_dir, sys.stdout, command, limits, charts)
+                    suite_mod.run_suite(base, out_dir, sys.stdout, command, charts)
                 )
             )
     except asyncio.CancelledError:  # a second Ctrl-C: stopped at once
@@ -649,7 +576,9 @@ def chart(
     doc = load_json(result)
     if not isinstance(doc, dict) or not ("suite" in doc or "scenario" in doc):
         raise fail(PROG, f"{result}: not a chanload result (run, merge, saturation or suite)", 2)
-    write_charts(doc, output)
+    from engine.report.deliver import write_charts
+
+    write_charts(doc, output, sys.stdout)
 
 
 def load_json(path: Path) -> dict:
@@ -667,20 +596,6 @@ def replace_config(config: RunConfig, **changes) -> RunConfig:
     from dataclasses import replace
 
     return replace(config, **changes)
-
-
-def unwritable(path: Path) -> str | None:
-    """Why ``path`` cannot be written, or None when it can."""
-    if path.is_dir():
-        return "is a directory"
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        return f"the directory {parent} does not exist"
-    if path.exists() and not os.access(path, os.W_OK):
-        return "is not writable"
-    if not path.exists() and not os.access(parent, os.W_OK):
-        return f"the directory {parent} is not writable"
-    return None
 
 
 def main(argv: list[str] | None = None) -> None:

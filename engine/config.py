@@ -5,10 +5,15 @@ from __future__ import annotations
 import shlex
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from common import tcp
+from engine import thresholds as thresholds_mod
 from engine.load.scenarios import SCENARIO_ALIASES, SCENARIO_NAMES, SCENARIOS, Scenario
+from engine.outputs import unwritable, unwritable_dir
+from engine.procfs import check_pid
+from engine.report.charts import ChartsUnavailable, require_matplotlib
 from engine.statuses import DEFAULT_EXPECT, ExpectedStatuses, parse_expect
 
 # The seed's defaults (load_test.exs).
@@ -191,6 +196,10 @@ class RunConfig:
     headers: tuple[str, ...] = ()  # -H 'Name: value', sent with every request
     expect_status: str = DEFAULT_EXPECT  # statuses that are successes; others fail
     repoint_channel: bool = False  # Lightning: point a found channel at --sink
+    # What is done with the result (checked here too, before any load).
+    hdr_log: str | None = None  # the per-second histograms as an HdrHistogram log
+    charts: str | None = None  # a directory for PNG charts (needs matplotlib)
+    thresholds: tuple[str, ...] = ()  # pass/fail conditions ('p99<50ms'...)
     argv: tuple[str, ...] = field(default=(), repr=False)  # may hold secrets
 
     def __post_init__(self) -> None:
@@ -269,6 +278,31 @@ class RunConfig:
             parse_expect(self.expect_status)
         except ValueError as exc:
             out.append(str(exc))
+        return out + self.output_problems()
+
+    def output_problems(self) -> list[str]:
+        """What would make the run fail after its load: outputs, --target-pid, thresholds."""
+        out: list[str] = []
+        files = (("--csv", self.csv), ("--json", self.json), ("--hdr-log", self.hdr_log))
+        for option, path in files:
+            if path is not None and (problem := unwritable(Path(path))):
+                out.append(f"{option} {path}: {problem}")
+        if self.charts is not None:
+            try:
+                require_matplotlib()
+            except ChartsUnavailable as exc:
+                out.append(f"--charts: {exc}")
+            else:
+                if problem := unwritable_dir(Path(self.charts)):
+                    out.append(f"--charts {self.charts}: {problem}")
+        pid = self.target_pid
+        if pid is not None and pid >= 1 and (problem := check_pid(pid)):
+            out.append(problem)
+        for text in self.thresholds:
+            try:
+                thresholds_mod.parse(text)
+            except thresholds_mod.ThresholdError as exc:
+                out.append(str(exc))
         return out
 
     def notes(self) -> list[str]:
@@ -284,6 +318,11 @@ class RunConfig:
         return out
 
     # -- effective values ----------------------------------------------------
+
+    @property
+    def limits(self) -> list[thresholds_mod.Threshold]:
+        """--threshold, parsed (validated at construction)."""
+        return [thresholds_mod.parse(text) for text in self.thresholds]
 
     @property
     def scenario_spec(self) -> Scenario:

@@ -24,6 +24,8 @@ from engine.workers import run_workers
 def public_config(config: RunConfig) -> dict:
     data = asdict(config)
     data.pop("argv", None)
+    for key in ("hdr_log", "charts", "thresholds"):  # what is done with the result
+        data.pop(key, None)
     if data.get("cookie"):
         data["cookie"] = "***"
     data["headers"] = [f"{name}: {value}" for name, value in masked_headers(config.header_pairs)]

@@ -111,9 +111,9 @@ async def run_suite(
     out_dir: Path,
     out: TextIO,
     command: str = "chanload suite",
-    limits: list[thresholds.Threshold] | None = None,
     charts: bool = True,
 ) -> SuiteOutcome:
+    limits = base.limits
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y.%m.%d-%H.%M")
     outcome = SuiteOutcome(
@@ -136,10 +136,8 @@ async def run_suite(
                 if exc.hint:
                     tee.write(exc.hint + "\n")
                 break
-            outcomes = thresholds.evaluate(limits or [], result.to_dict())
-            if outcomes:
-                result.thresholds = [o.as_dict() for o in outcomes]
-                outcome.thresholds_failed += sum(1 for o in outcomes if o.passed is False)
+            outcomes = thresholds.apply(limits, result)
+            outcome.thresholds_failed += thresholds.failures(outcomes)
             tee.write(summary(result) + "\n")
             if outcomes:
                 tee.write(thresholds.report(outcomes) + "\n")

@@ -157,6 +157,18 @@ def evaluate(thresholds: list[Threshold], result: dict[str, Any]) -> list[Thresh
     return [t.check(result) for t in thresholds]
 
 
+def apply(thresholds: list[Threshold], result: Any) -> list[ThresholdOutcome]:
+    """Evaluate ``thresholds`` on a RunResult and record the outcomes in it."""
+    outcomes = evaluate(thresholds, result.to_dict())
+    if outcomes:
+        result.thresholds = [o.as_dict() for o in outcomes]
+    return outcomes
+
+
+def failures(outcomes: list[ThresholdOutcome]) -> int:
+    return sum(1 for o in outcomes if o.passed is False)
+
+
 def report(outcomes: list[ThresholdOutcome]) -> str:
     if not outcomes:
         return ""

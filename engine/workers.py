@@ -112,7 +112,17 @@ async def run_workers(
     When ``stop`` is set, every worker is told to stop (as an interrupted run).
     """
     # The workers need no secrets and no command line: the parent reports.
-    shared = replace(config, cookie=None, argv=(), csv=None, json=None, progress=False)
+    shared = replace(
+        config,
+        cookie=None,
+        argv=(),
+        csv=None,
+        json=None,
+        hdr_log=None,
+        charts=None,
+        thresholds=(),
+        progress=False,
+    )
     workers: list[_Worker] = []
     try:
         for index in range(count):

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
+from engine import procfs
 from engine.config import RunConfig
 from engine.metrics import Recorder
 from engine.observers import Observer
@@ -93,48 +93,6 @@ class MemoryProbe:
 # -- RSS of a process tree -----------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return out
-    for task in tasks:
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return out
-
-
-def _status(pid: int) -> tuple[int, int] | None:
-    """(VmRSS, VmHWM) in bytes, or None when the process is gone."""
-    rss = hwm = 0
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) * 1024
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return rss, hwm  # zeros for a zombie: no resident memory
-
-
-def _rss(pid: int) -> int | None:
-    status = _status(pid)
-    return None if status is None else status[0]
-
-
-def _reset_peak(pid: int) -> bool:
-    """Reset the kernel's RSS high-water mark to the current RSS (Linux >= 4.0)."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def process_tree_rss(pid: int, reset_peak: bool = False) -> dict[str, int]:
     """``{"total", "peak", "processes"}`` for ``pid`` and every descendant.
 
@@ -151,8 +109,8 @@ def process_tree_rss(pid: int, reset_peak: bool = False) -> dict[str, int]:
             continue
         seen.add(current)
         if reset_peak:
-            _reset_peak(current)
-        status = _status(current)
+            procfs.reset_peak(current)
+        status = procfs.status(current)
         if status is None:
             if current == pid:
                 raise ProbeLost(f"process {pid} is gone")
@@ -160,7 +118,7 @@ def process_tree_rss(pid: int, reset_peak: bool = False) -> dict[str, int]:
         total += status[0]
         peak += status[1]
         count += 1
-        todo += _children(current)
+        todo += procfs.children(current)
     return {"total": total, "peak": peak, "processes": count}
 
 
@@ -176,15 +134,6 @@ def pid_probe(pid: int, interval: float) -> MemoryProbe:
         return figures
 
     return MemoryProbe(f"pid {pid} RSS, with its children", sample, interval)
-
-
-def check_pid(pid: int) -> str | None:
-    """Why ``pid`` cannot be probed, or None."""
-    if not Path("/proc").is_dir():
-        return "--target-pid needs /proc (Linux)"
-    if _rss(pid) is None:
-        return f"--target-pid {pid}: no such process"
-    return None
 
 
 # -- the verdict ----------------------------------------------------------------------

@@ -93,3 +93,35 @@ def test_payload_is_exact_json(size):
     json.loads(body)
     if size >= 80:
         assert json.loads(body)["source"] == "load_test"
+
+
+def test_outputs_pid_and_thresholds_are_checked_with_everything_else(tmp_path):
+    # One validation, every problem at once: before this, output paths were
+    # checked by the CLI after the configuration had been declared valid.
+    missing = tmp_path / "no-such-dir"
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(ConfigError) as info:
+        RunConfig(
+            concurrency=0,
+            csv=str(missing / "r.csv"),
+            json=str(tmp_path),
+            hdr_log=str(missing / "h.log"),
+            charts=str(not_a_dir),
+            thresholds=("p99<50ms", "p99 is small"),
+            target_pid=2**22 + 7,  # above any pid_max: no such process
+        )
+    problems = info.value.problems
+    assert any(p.startswith("--concurrency") for p in problems)
+    assert any(p.startswith("--csv") and "does not exist" in p for p in problems)
+    assert any(p.startswith("--json") and "is a directory" in p for p in problems)
+    assert any(p.startswith("--hdr-log") for p in problems)
+    assert any(p.startswith("--charts") and "not a directory" in p for p in problems)
+    assert any("p99 is small" in p for p in problems)
+    assert any("no such process" in p for p in problems)
+    assert len(problems) == 7, problems
+
+
+def test_valid_thresholds_are_parsed_once_checked(tmp_path):
+    config = RunConfig(thresholds=("p99<50ms", "errors==0"), csv=str(tmp_path / "r.csv"))
+    assert [t.metric for t in config.limits] == ["p99", "errors"]
