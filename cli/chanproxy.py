@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from cli import servers
 from cli.errors import fail, run_app
-from common import __version__, eventloop, tcp
-from common.listening import ServeError
+from cli.servers import CongestionOption, HostOption, PortOption, server_app, version_option
+from common import tcp
 from proxy.config import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
@@ -46,25 +47,14 @@ Channels come from --channels FILE (a JSON list of {"name", "sink_url", "id"?,
 forwarding them: a deliberately bad proxy, the control for memory verdicts.
 """
 
-app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"chanproxy {__version__}")
-        raise typer.Exit(0)
+app = server_app()
+VersionOption = version_option("chanproxy")
 
 
 @app.command(help=HELP)
 def chanproxy(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = DEFAULT_HOST,
-    port: Annotated[
-        int, typer.Option(min=0, max=65535, help="Port to listen on; 0 picks a free one.")
-    ] = DEFAULT_PORT,
+    host: HostOption = DEFAULT_HOST,
+    port: PortOption = DEFAULT_PORT,
     channels: Annotated[
         str | None, typer.Option(help="JSON file of channels to serve from the start.")
     ] = None,
@@ -85,11 +75,8 @@ def chanproxy(
         float,
         typer.Option(help="Seconds a keep-alive connection may do nothing before it is closed."),
     ] = DEFAULT_IDLE_TIMEOUT,
-    congestion: Annotated[str, typer.Option(help=tcp.HELP)] = tcp.AUTO,
-    version: Annotated[
-        bool | None,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
-    ] = None,
+    congestion: CongestionOption = tcp.AUTO,
+    version: VersionOption = None,
 ) -> None:
     try:
         config = ProxyConfig(
@@ -105,11 +92,7 @@ def chanproxy(
         registry = Registry.from_file(channels) if channels else Registry()
     except (ConfigError, ChannelError) as exc:
         raise fail("chanproxy", str(exc), 2) from None
-    try:
-        code = eventloop.run(serve(config, registry))
-    except ServeError as exc:
-        raise fail("chanproxy", str(exc), 1) from None
-    raise typer.Exit(code)
+    servers.serve("chanproxy", serve(config, registry))
 
 
 def main(argv: list[str] | None = None) -> None:

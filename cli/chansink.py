@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from cli import servers
 from cli.errors import fail, run_app
-from common import __version__, eventloop, tcp
-from common.listening import ServeError
+from cli.servers import CongestionOption, HostOption, PortOption, server_app, version_option
+from common import tcp
 from sink.config import (
     DEFAULT_BODY_SIZE,
     DEFAULT_GRACE_S,
@@ -53,33 +54,14 @@ Prints a summary line each second with activity (or, with --access-log, one
 line per request), and the totals when stopped by Ctrl-C or SIGTERM.
 """
 
-app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"chansink {__version__}")
-        raise typer.Exit(0)
+app = server_app()
+VersionOption = version_option("chansink")
 
 
 @app.command(help=HELP)
 def chansink(
-    host: Annotated[
-        str,
-        typer.Option(
-            help="Address to listen on. Anything but loopback is reachable from the network."
-        ),
-    ] = DEFAULT_HOST,
-    port: Annotated[
-        int,
-        typer.Option(
-            min=0, max=65535, help="Port to listen on; 0 picks a free one (shown in the banner)."
-        ),
-    ] = DEFAULT_PORT,
+    host: HostOption = DEFAULT_HOST,
+    port: PortOption = DEFAULT_PORT,
     mode: Annotated[Mode, typer.Option(help="How to answer (see above).")] = Mode.fixed,
     status: Annotated[
         int, typer.Option(min=100, max=599, help="Status code of fixed-mode answers.")
@@ -124,11 +106,8 @@ def chansink(
             " (not in timeout mode, which holds connections on purpose)."
         ),
     ] = DEFAULT_IDLE_TIMEOUT_S,
-    congestion: Annotated[str, typer.Option(help=tcp.HELP)] = tcp.AUTO,
-    version: Annotated[
-        bool | None,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
-    ] = None,
+    congestion: CongestionOption = tcp.AUTO,
+    version: VersionOption = None,
 ) -> None:
     try:
         config = SinkConfig(
@@ -148,11 +127,7 @@ def chansink(
         )
     except ConfigError as exc:
         raise fail("chansink", str(exc), 2) from None
-    try:
-        code = eventloop.run(serve(config))
-    except ServeError as exc:
-        raise fail("chansink", str(exc), 1) from None
-    raise typer.Exit(code)
+    servers.serve("chansink", serve(config))
 
 
 def main(argv: list[str] | None = None) -> None:
