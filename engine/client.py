@@ -224,16 +224,8 @@ class ClientConnection:
             return
         rec = self.rec
         rec.latencies.append((now - self.sent_at) // 1000)
-        statuses = rec.statuses
-        statuses[status] = statuses.get(status, 0) + 1
-        rec.bytes_in += wire_bytes
-        if body_bytes >= 0:
-            rec.body_bytes_in += body_bytes
-        else:
-            rec.unknown_body_responses += 1
-        spec = self.spec
-        if spec.whole is None and self.body_pos < spec.body_len:
-            keep_alive = False  # answered before the whole body went out: unusable
+        if not self.tally(status, wire_bytes, body_bytes):
+            keep_alive = False
         vu = self.vu
         pool = self.pool
         if keep_alive and vu.running and now < pool.deadline_ns:
@@ -260,6 +252,20 @@ class ClientConnection:
             self.transport.close()
             return  # connection_lost reconnects if the VU goes on
         pool.vu_idle(vu)
+
+    def tally(self, status: int, wire_bytes: int, body_bytes: int) -> bool:
+        """Count a complete response (either model); False when the connection
+        cannot be used again: answered before the whole request body went out."""
+        rec = self.rec
+        statuses = rec.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+        rec.bytes_in += wire_bytes
+        if body_bytes >= 0:
+            rec.body_bytes_in += body_bytes
+        else:
+            rec.unknown_body_responses += 1
+        spec = self.spec
+        return spec.whole is not None or self.body_pos >= spec.body_len
 
     def protocol_error(self, message: str) -> None:
         self.rec.bytes_in += self.pending_bytes()
@@ -312,15 +318,7 @@ class OpenModel:
         rec = self.rec
         rec.latencies.append((now - self.intended) // 1000)
         rec.latencies_uncorrected.append((now - self.sent_at) // 1000)
-        statuses = rec.statuses
-        statuses[status] = statuses.get(status, 0) + 1
-        rec.bytes_in += wire_bytes
-        if body_bytes >= 0:
-            rec.body_bytes_in += body_bytes
-        else:
-            rec.unknown_body_responses += 1
-        spec = self.spec
-        if spec.whole is None and self.body_pos < spec.body_len:
+        if not self.tally(status, wire_bytes, body_bytes):
             keep_alive = False
         self.in_flight = False
         pool = self.pool

@@ -15,6 +15,7 @@ from engine.config import RunConfig
 from engine.load.executors import (
     ConstantArrivalRate,
     ConstantVUs,
+    Executor,
     RampingArrivalRate,
     RampingVUs,
 )
@@ -24,8 +25,19 @@ from engine.metrics import Recorder, Snapshot
 from engine.payload import json_payload
 
 
-def make_executor(config: RunConfig, index: int = 0, count: int = 1):
-    """The executor of the whole load, or of worker ``index``'s share of ``count``."""
+def make_executor(config: RunConfig, index: int = 0, count: int = 1) -> Executor:
+    """The executor of the whole load, or of worker ``index``'s share of ``count``.
+
+    The configuration was validated; an executor that still finds a problem
+    with itself is a bug here, and stops the run before any load.
+    """
+    executor = _executor(config, index, count)
+    if problems := executor.problems():
+        raise ValueError(f"executor {executor!r}: " + "; ".join(problems))
+    return executor
+
+
+def _executor(config: RunConfig, index: int, count: int) -> Executor:
     ramping = config.scenario_spec.executor is ExecutorKind.ramping
     connections = split(config.concurrency, count)[index]
     if config.rate is not None:
@@ -39,7 +51,6 @@ def make_executor(config: RunConfig, index: int = 0, count: int = 1):
     if ramping:
         return RampingVUs(config.concurrency, config.duration, index=index, count=count)
     return ConstantVUs(connections, config.duration)
-
 
 
 async def load(

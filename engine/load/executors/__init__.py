@@ -9,7 +9,7 @@ starts.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.load.executors.arrival_rate import ConstantArrivalRate, RampingArrivalRate
 from engine.load.executors.constant_vus import ConstantVUs
@@ -19,23 +19,50 @@ Announce = Callable[[str], None]
 
 
 class VUPool(Protocol):
-    def set_deadline(self, seconds_from_now: float) -> None: ...
+    """What an executor may ask of the pool (engine/client.py's Pool)."""
 
-    def start_vu(self, held: bool = False) -> object: ...
+    recorder: Any  # the Recorder: the open model counts its schedule there
 
-    async def connected(self, timeout: float) -> None: ...
+    def set_deadline(self, seconds_from_now: float) -> None:
+        """No request starts after this."""
 
-    def go(self) -> None: ...
+    def start_vu(self, held: bool = False) -> object:
+        """A new VU and its connection; ``held`` VUs wait for go()."""
 
-    def stop_vu(self, vu: object) -> None: ...
+    async def connected(self, timeout: float) -> None:
+        """Until every VU started so far is connected (or ``timeout``)."""
 
-    async def wait_idle(self) -> None: ...
+    def go(self) -> None:
+        """The held VUs start sending."""
+
+    def stop_vu(self, vu: object) -> None:
+        """The VU stops after its request in flight."""
+
+    async def ready(self, timeout: float) -> int:
+        """Open model: until the connections are open; how many are."""
+
+    def try_send(self, intended_ns: int) -> bool:
+        """Open model: send the request due at ``intended_ns`` on a free connection."""
+
+    async def wait_idle(self) -> None:
+        """Until no request is in flight."""
+
+
+class Executor(Protocol):
+    """An executor: validated with problems(), then run on a pool."""
+
+    def problems(self) -> list[str]:
+        """Why this executor cannot run (empty when it can)."""
+
+    async def run(self, pool: VUPool, announce: Announce | None = None) -> None:
+        """Start, pace and stop VUs on ``pool`` for the executor's duration."""
 
 
 __all__ = [
     "Announce",
     "ConstantArrivalRate",
     "ConstantVUs",
+    "Executor",
     "RampingArrivalRate",
     "RampingVUs",
     "VUPool",

@@ -61,9 +61,6 @@ class ConstantArrivalRate:
             out.append(f"an arrival rate needs at least 1 connection, got {self.max_connections}")
         return out
 
-    def rate_at(self, t: float) -> float:
-        return self.rate if 0 <= t < self.duration else 0.0
-
     async def run(self, pool, announce=None) -> None:
         await _open(pool, self.max_connections, self.duration)
         await _schedule(pool, self.rate, self.duration, pool.recorder, self.offset)

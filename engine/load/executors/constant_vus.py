@@ -19,9 +19,6 @@ class ConstantVUs:
             out.append(f"constant VUs need a duration > 0, got {self.duration}")
         return out
 
-    def vus_at(self, t: float) -> int:
-        return self.vus if 0 <= t < self.duration else 0
-
     async def run(self, pool, announce=None) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
