@@ -37,6 +37,7 @@ class Exchange:
         "local_payload",
         "local_status",
         "method",
+        "mode",
         "pending",
         "proto",
         "request_chunked",
@@ -55,6 +56,7 @@ class Exchange:
     def __init__(self, proto, url: bytes, started: float) -> None:
         # proto: the client connection (proxy/protocol.py's ProxyProtocol)
         self.proto = proto
+        self.mode = proto.shared.mode  # how bodies cross: proxy/modes.py
         self.url = url
         self.started = started
         self.method = b"GET"
@@ -93,7 +95,7 @@ class Exchange:
             if self.admin and len(self.admin_body) < admin.BODY_MAX:
                 self.admin_body += data
             return
-        self.proto.shared.mode.request_body(self, data)
+        self.mode.request_body(self, data)
 
     def send_body(self, data: bytes) -> None:
         """A piece of the request body to the sink, framed as the request was."""
@@ -109,7 +111,7 @@ class Exchange:
                 self.answer_locally()
             return
         if self.conn is not None:
-            self.proto.shared.mode.request_done(self)
+            self.mode.request_done(self)
 
     # -- activation ---------------------------------------------------------------
 
@@ -155,7 +157,7 @@ class Exchange:
         config = proto.shared.config
         self.deadline = time.monotonic() + config.upstream_timeout
         proto.shared.waiting.add(self)
-        proto.shared.mode.attached(self)
+        self.mode.attached(self)
 
     def upstream_request_head(self, body: str | int | None) -> bytes:
         """This request's head for the sink; ``body`` as heads.upstream_head takes it."""
@@ -175,7 +177,7 @@ class Exchange:
     def upstream_head(self, status, headers, keep_alive, framing) -> None:
         self._cancel_timer()
         t_head = time.perf_counter()
-        mode = self.proto.shared.mode
+        mode = self.mode
         self.client_keep_alive = self.keep_alive and not (framing == "close" and self.http10)
         lines = heads.response_head_lines(
             status,
@@ -188,7 +190,7 @@ class Exchange:
         mode.response_head(self, status, lines, framing)
 
     def upstream_body(self, data: bytes) -> None:
-        self.proto.shared.mode.response_body(self, data)
+        self.mode.response_body(self, data)
 
     def upstream_done(self, reusable: bool) -> None:
         conn = self.conn
@@ -200,7 +202,7 @@ class Exchange:
                 conn.abort()
         proto = self.proto
         self.buffered = bytearray()
-        proto.shared.mode.response_done(self)
+        self.mode.response_done(self)
         proto.shared.stats.proxied += 1
         self._finish(self.client_keep_alive)
 
