@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from engine import interrupt
-from engine.client import Pool, build_specs
+from engine.client import build_specs
 from engine.config import RunConfig
 from engine.load.executors import (
     ConstantArrivalRate,
@@ -23,6 +23,7 @@ from engine.load.executors.ramping_vus import split
 from engine.load.scenarios import BODY_METHODS, ExecutorKind
 from engine.metrics import Recorder, Snapshot
 from engine.payload import json_payload
+from engine.pool import Pool
 
 
 def make_executor(config: RunConfig, index: int = 0, count: int = 1) -> Executor:

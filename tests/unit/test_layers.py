@@ -62,7 +62,7 @@ ENGINE_LAYERS = [
         "engine.report",
     ],
     # the HTTP client and the targets
-    ["engine.http1", "engine.client", "engine.target"],
+    ["engine.http1", "engine.client", "engine.pool", "engine.target"],
     # one process's load; the Lightning node
     ["engine.drive", "engine.lightning"],
     # which target a run has, and its observers

@@ -1,7 +1,7 @@
 """Executors: how many VUs run, and when they start and stop.
 
 Executors never touch the network. They are handed a ``VUPool`` (the real
-one is ``engine.client.Pool``; tests use a fake whose "request" is a sleep)
+one is ``engine.pool.Pool``; tests use a fake whose "request" is a sleep)
 and only start VUs, stop VUs and set the deadline after which no request
 starts.
 """
