@@ -1,4 +1,10 @@
-"""chanload: the load generator. `chanload run` is the seed's load_test.exs."""
+"""chanload: the load generator. `chanload run` is the seed's load_test.exs.
+
+Over 400 lines because `run` and `suite` declare some forty options, each
+with its help text, which is the bulk of it; the work is in the engine
+(runner, suite, report/deliver), the result commands in cli/results.py and
+the shared options in cli/options.py.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,19 @@ from typing import Annotated
 import typer
 
 from cli.errors import fail, run_app
+from cli.options import (
+    CookieOption,
+    ExpectStatusOption,
+    HeaderOption,
+    NodeOption,
+    ParserOption,
+    RepointOption,
+    SinkOption,
+    TargetOption,
+    TargetPidOption,
+    TimeoutOption,
+)
+from cli.results import results_app
 from common import eventloop, tcp
 from engine import __version__, interrupt
 from engine.config import (
@@ -18,7 +37,6 @@ from engine.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DURATION,
     DEFAULT_SCENARIO,
-    DEFAULT_SINK,
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT,
     ConfigError,
@@ -27,8 +45,6 @@ from engine.config import (
 )
 from engine.limits import ensure_open_files
 from engine.load.scenarios import SCENARIOS
-from engine.outputs import unwritable, unwritable_dir
-from engine.report.files import write_document
 from engine.statuses import DEFAULT_EXPECT
 from engine.target import TargetError
 
@@ -47,53 +63,6 @@ app = typer.Typer(
 )
 
 SCENARIO_HELP = "\n".join(f"  {name:15s} {s.description}" for name, s in SCENARIOS.items())
-
-# Options the commands share.
-HeaderOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "-H",
-        "--header",
-        help="A header sent with every request (and the preflight), as 'Name: value';"
-        " repeatable. E.g. -H 'x-api-key: KEY' for a channel with client authentication."
-        " Host, Content-Length and Transfer-Encoding cannot be set. Values of"
-        " Authorization, X-Api-Key and Cookie are never printed.",
-        show_default=False,
-    ),
-]
-ExpectStatusOption = Annotated[
-    str,
-    typer.Option(
-        help="Statuses that count as successes, e.g. '200-299,401'; every other response"
-        " is a failed request (an error), as k6's http_req_failed.",
-    ),
-]
-SinkOption = Annotated[
-    str | None,
-    typer.Option(
-        "--sink",
-        "--destination",
-        help=f"Mock sink URL: direct_sink's target, and where a Lightning channel forwards"
-        f" (--destination is today's Lightning's name for it) \\[default: {DEFAULT_SINK}].",
-        show_default=False,
-    ),
-]
-NodeOption = Annotated[
-    str | None, typer.Option(help="Lightning node name \\[default: lightning@<hostname>].")
-]
-CookieOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Erlang cookie (else $CHANLOAD_COOKIE, else ~/.erlang.cookie). Never printed."
-    ),
-]
-RepointOption = Annotated[
-    bool,
-    typer.Option(
-        help="Lightning: when the channel found forwards elsewhere than --sink, point it at"
-        " --sink (without it, chanload stops and says where it forwards)."
-    ),
-]
 
 RUN_HELP = f"""\
 Drive HTTP load at a channel proxy (or the sink itself) and report throughput,
@@ -151,7 +120,7 @@ def run(
         ),
     ] = None,
     duration: Annotated[float, typer.Option(help="Seconds of load.")] = DEFAULT_DURATION,
-    target: Annotated[str, typer.Option(help="Lightning base URL.")] = DEFAULT_TARGET,
+    target: TargetOption = DEFAULT_TARGET,
     sink: SinkOption = None,
     channel_url: Annotated[
         str | None,
@@ -177,26 +146,15 @@ def run(
             help="Sink delay in ms, asked with ?delay=N \\[default: none; slow_sink: 2000]."
         ),
     ] = None,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds a request may take before it counts as a timeout.")
-    ] = DEFAULT_TIMEOUT,
-    parser: Annotated[
-        str,
-        typer.Option(help="Response parser: httptools (fast) or h11 (strict, ~8x the CPU)."),
-    ] = "httptools",
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    parser: ParserOption = "httptools",
     csv: Annotated[
         Path | None, typer.Option(help="Append one result row to this CSV file.")
     ] = None,
     json: Annotated[
         Path | None, typer.Option(help="Write the whole result (series, histogram) as JSON.")
     ] = None,
-    target_pid: Annotated[
-        int | None,
-        typer.Option(
-            help="Sample the RSS of this process and its children during the run"
-            " (the proxy's memory, for any proxy)."
-        ),
-    ] = None,
+    target_pid: TargetPidOption = None,
     sample_interval: Annotated[
         float, typer.Option(help="Seconds between memory samples (Lightning node or --target-pid).")
     ] = 1.0,
@@ -320,18 +278,6 @@ def shown_args(command: str) -> list[str]:
     return _SHOWN[1:] if _SHOWN[:1] == [command] else list(_SHOWN)
 
 
-def check_charts_dir(path: Path) -> None:
-    """Refuse (exit 2) a --charts/--output directory that cannot be written or drawn."""
-    from engine.report.charts import ChartsUnavailable, require_matplotlib
-
-    try:
-        require_matplotlib()
-    except ChartsUnavailable as exc:
-        raise fail(PROG, f"--charts: {exc}", 2) from None
-    if problem := unwritable_dir(path):
-        raise fail(PROG, f"--charts {path}: {problem}", 2)
-
-
 SUITE_HELP = """\
 Run the seven scenarios in the seed's order (run_all.sh), with the seed's extra
 flags: direct_sink, happy_path, ramp_up, large_payload (--payload-size
@@ -369,16 +315,14 @@ def suite(
     sink: SinkOption = None,
     node: NodeOption = None,
     cookie: CookieOption = None,
-    target: Annotated[str, typer.Option(help="Lightning base URL.")] = DEFAULT_TARGET,
+    target: TargetOption = DEFAULT_TARGET,
     channel: Annotated[str, typer.Option(help="Channel name (Lightning).")] = DEFAULT_CHANNEL,
-    target_pid: Annotated[
-        int | None, typer.Option(help="Sample this process tree's RSS (the proxy's memory).")
-    ] = None,
+    target_pid: TargetPidOption = None,
     out_dir: Annotated[Path, typer.Option(help="Where the .log, .csv and .json go.")] = Path(
         "bench_results"
     ),
-    timeout: Annotated[float, typer.Option(help="Per-request timeout, seconds.")] = DEFAULT_TIMEOUT,
-    parser: Annotated[str, typer.Option(help="httptools or h11.")] = "httptools",
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    parser: ParserOption = "httptools",
     congestion: Annotated[
         str, typer.Option(help=tcp.HELP + " --embedded passes it to chansink and chanproxy.")
     ] = tcp.AUTO,
@@ -473,6 +417,7 @@ lightning_app = typer.Typer(
     help="What chanload leaves on a Lightning node, and how to remove it.",
 )
 app.add_typer(lightning_app, name="lightning")
+app.add_typer(results_app)  # merge, compare, chart (cli/results.py)
 
 
 @lightning_app.command(short_help="Remove the channel, project and user chanload created.")
@@ -508,88 +453,6 @@ def cleanup(
     print(f"Removed {len(removed)}:")
     for line in removed:
         print(f"  {line}")
-
-
-@app.command(short_help="Merge runs made at the same time on several machines.")
-def merge(
-    files: Annotated[list[Path], typer.Argument(help="Run results (chanload run --json).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where the merged result goes.")],
-) -> None:
-    """Merge results of runs made at the same time (on several machines) into one.
-
-    Exact: histograms are added (percentiles of the union of all samples),
-    counters summed, min and max taken; the per-second series is aligned by
-    wall-clock second. Start every run at the same time (e.g. with the same
-    --duration from one scheduler) for the series to line up.
-    """
-
-    from engine.merge import MergeError
-    from engine.merge import merge as merge_runs
-
-    if (problem := unwritable(output)) is not None:
-        raise fail(PROG, f"--output {output}: {problem}", 2)
-    docs = [load_json(f) for f in files]
-    try:
-        merged = merge_runs(docs)
-    except (MergeError, KeyError) as exc:
-        raise fail(PROG, f"cannot merge: {exc}", 2) from None
-    write_document(output, merged)
-    print(
-        f"Merged {len(docs)} runs: {merged['total_requests']} requests, {merged['rps']} req/s,"
-        f" p50 {merged['p50_us']} us, p99 {merged['p99_us']} us, {merged['error_count']}"
-        f" errors -> {output}"
-    )
-
-
-@app.command(short_help="Compare two results side by side.")
-def compare(
-    base: Annotated[Path, typer.Argument(help="The baseline result (run, merge or suite JSON).")],
-    new: Annotated[Path, typer.Argument(help="The result to compare with it.")],
-) -> None:
-    """Throughput, percentiles, errors, memory and server timing of two results,
-    with the difference and the ratio: what a proxy change did."""
-    from engine.compare import CompareError
-    from engine.compare import compare as compare_docs
-
-    try:
-        print(compare_docs(load_json(base), load_json(new), (base.name, new.name)), end="")
-    except CompareError as exc:
-        raise fail(PROG, str(exc), 2) from None
-
-
-@app.command(short_help="Draw the charts of a saved result.")
-def chart(
-    result: Annotated[Path, typer.Argument(help="A result: run, merge, saturation or suite JSON.")],
-    output: Annotated[
-        Path, typer.Option("-o", "--output", help="The directory the PNGs go into (created).")
-    ] = Path("charts"),
-) -> None:
-    """Draw PNG charts from a saved result, as --charts does at the end of a run.
-
-    A run: <scenario>-latency.png (p50/p95/p99/max and req/s, errors/s, VUs per
-    second) and <scenario>-memory.png (the target's memory, when sampled). A
-    saturation result: saturation.png (throughput and percentiles by step, the
-    knee). A suite: suite-overview.png plus each scenario's charts. A merged
-    run is charted like a run.
-    """
-    check_charts_dir(output)
-    doc = load_json(result)
-    if not isinstance(doc, dict) or not ("suite" in doc or "scenario" in doc):
-        raise fail(PROG, f"{result}: not a chanload result (run, merge, saturation or suite)", 2)
-    from engine.report.deliver import write_charts
-
-    write_charts(doc, output, sys.stdout)
-
-
-def load_json(path: Path) -> dict:
-    import orjson
-
-    try:
-        return orjson.loads(path.read_bytes())
-    except OSError as exc:
-        raise fail(PROG, f"cannot read {path}: {exc.strerror}", 2) from None
-    except orjson.JSONDecodeError as exc:
-        raise fail(PROG, f"{path} is not JSON: {exc}", 2) from None
 
 
 def replace_config(config: RunConfig, **changes) -> RunConfig:

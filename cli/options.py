@@ -1,0 +1,72 @@
+"""Options `chanload run`, `suite` and `lightning cleanup` share: one declaration,
+one help text each."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from engine.config import DEFAULT_SINK
+
+HeaderOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-H",
+        "--header",
+        help="A header sent with every request (and the preflight), as 'Name: value';"
+        " repeatable. E.g. -H 'x-api-key: KEY' for a channel with client authentication."
+        " Host, Content-Length and Transfer-Encoding cannot be set. Values of"
+        " Authorization, X-Api-Key and Cookie are never printed.",
+        show_default=False,
+    ),
+]
+ExpectStatusOption = Annotated[
+    str,
+    typer.Option(
+        help="Statuses that count as successes, e.g. '200-299,401'; every other response"
+        " is a failed request (an error), as k6's http_req_failed.",
+    ),
+]
+SinkOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sink",
+        "--destination",
+        help=f"Mock sink URL: direct_sink's target, and where a Lightning channel forwards"
+        f" (--destination is today's Lightning's name for it) \\[default: {DEFAULT_SINK}].",
+        show_default=False,
+    ),
+]
+NodeOption = Annotated[
+    str | None, typer.Option(help="Lightning node name \\[default: lightning@<hostname>].")
+]
+CookieOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Erlang cookie (else $CHANLOAD_COOKIE, else ~/.erlang.cookie). Never printed."
+    ),
+]
+RepointOption = Annotated[
+    bool,
+    typer.Option(
+        help="Lightning: when the channel found forwards elsewhere than --sink, point it at"
+        " --sink (without it, chanload stops and says where it forwards)."
+    ),
+]
+
+TargetOption = Annotated[str, typer.Option(help="Lightning base URL.")]
+TimeoutOption = Annotated[
+    float, typer.Option(help="Seconds a request may take before it counts as a timeout.")
+]
+ParserOption = Annotated[
+    str,
+    typer.Option(help="Response parser: httptools (fast) or h11 (strict, ~8x the CPU)."),
+]
+TargetPidOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Sample the RSS of this process and its children during the run"
+        " (the proxy's memory, for any proxy)."
+    ),
+]
