@@ -439,7 +439,7 @@ def cleanup(
     Same-named channels and projects of anyone else are left alone.
     """
     config = make_config(node=node, cookie=cookie, channel=channel)
-    from engine import lightning
+    from engine.lightning import mode as lightning
 
     try:
         removed = eventloop.run(lightning.cleanup(config, sys.stdout))

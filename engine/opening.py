@@ -2,7 +2,7 @@
 
 The one place that knows the kinds by name: the sink itself or any proxy URL
 (engine/target.py: resolve, preflight), or a Lightning node
-(engine/lightning.py); and the observers each gets: Lightning's telemetry
+(engine/lightning/); and the observers each gets: Lightning's telemetry
 collector and erlang:memory(); the Server-Timing header when the preflight
 saw one; the RSS of --target-pid.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from engine import lightning
 from engine.config import RunConfig
+from engine.lightning import mode as lightning
 from engine.observers import Observer
 from engine.observers.memory import MemoryObserver, pid_probe
 from engine.observers.servertiming import HeaderTiming

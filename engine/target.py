@@ -4,7 +4,7 @@ Targets:
 - direct: the sink itself at <sink>/test (the direct_sink baseline);
 - url: any proxy at an explicit --channel-url;
 - lightning: the channel of a Lightning node reached over Erlang
-  distribution (engine/lightning.py), with memory and server-side timing.
+  distribution (engine/lightning/), with memory and server-side timing.
 """
 
 from __future__ import annotations

@@ -3,5 +3,5 @@
 ``terms`` holds the Erlang types that have no Python twin (Atom, Pid,
 Reference...), ``etf`` the External Term Format codec, and ``dist`` the
 connection: EPMD, the handshake as a hidden node, ticks, RPC through ``rex``.
-``collector.exs`` is the telemetry collector engine/lightning.py deploys.
+``collector.exs`` is the telemetry collector engine/lightning/ deploys.
 """

@@ -15,7 +15,7 @@ collector is asked for its summary):
 Implementations: memory (engine/observers/memory.py: a PID tree's RSS, or a
 Lightning node's erlang:memory()), server timing from the Server-Timing header
 (engine/observers/servertiming.py), and Lightning's telemetry collector
-(engine/lightning.py).
+(engine/lightning/).
 """
 
 from __future__ import annotations

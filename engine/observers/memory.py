@@ -2,7 +2,7 @@
 
 A probe samples before the load (the baseline), every interval during it,
 and once after it. Two sources:
-- a Lightning node: ``erlang:memory()`` over distribution (engine/lightning.py);
+- a Lightning node: ``erlang:memory()`` over distribution (engine/lightning/);
 - any process: the RSS of a PID and all its descendants, from /proc.
 """
 

@@ -58,7 +58,8 @@ ENGINE_LAYERS = [
         "engine.compare",
         "engine.saturation",
         "engine.observers",
-        "engine.lightning_setup",
+        "engine.lightning.setup",
+        "engine.lightning.timing",
         "engine.report",
     ],
     # the HTTP client and the targets

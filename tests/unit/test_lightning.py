@@ -5,13 +5,9 @@ import os
 import pytest
 
 from engine.beam.terms import Atom
-from engine.lightning import (
-    LightningError,
-    bucket_top,
-    resolve_cookie,
-    timing_from_collector,
-)
-from engine.lightning_setup import changeset_errors, same_url
+from engine.lightning.session import LightningError, resolve_cookie
+from engine.lightning.setup import changeset_errors, same_url
+from engine.lightning.timing import bucket_top, timing_from_collector
 
 
 def test_changeset_errors_read_like_ectos():

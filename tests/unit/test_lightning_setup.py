@@ -1,4 +1,4 @@
-"""engine/lightning_setup.py without a node: what is sent, what is never shown.
+"""engine/lightning/setup.py without a node: what is sent, what is never shown.
 
 The behaviour against real nodes (both APIs) is in tests/beam; here, a
 recording stand-in for the RPC checks the arguments themselves.
@@ -12,7 +12,7 @@ import io
 import pytest
 
 from engine.beam.terms import Atom
-from engine.lightning_setup import USER_EMAIL, LightningApi, Setup, SetupError
+from engine.lightning.setup import USER_EMAIL, LightningApi, Setup, SetupError
 
 TODAY = LightningApi(
     "today", "destination_url", actor=True, create_user="create_user",

@@ -1,10 +1,7 @@
-"""Lightning mode: the node over Erlang distribution, the channel, memory, timing.
-
-What the seed did as a named Elixir node, done as a hidden node from Python
-(engine/beam): find or create the benchmark channel, sample the node's memory
-from a baseline before the load to a last sample after it, and collect the
-channel proxy's server-side timing with a collector deployed for the run and
-removed after it, also when the run fails or is interrupted.
+"""A Lightning node for the length of a run: the connection over Erlang
+distribution (engine/beam, as a hidden node), the benchmark's channel (through
+setup.py), the telemetry collector deployed for the run and removed after it,
+and erlang:memory().
 """
 
 from __future__ import annotations
@@ -18,14 +15,10 @@ from typing import Any, TextIO
 
 from engine.beam.dist import BadRpc, DistError, Node, RpcTimeout
 from engine.beam.terms import Atom
-from engine.config import RunConfig, parse_url
-from engine.lightning_setup import LightningApi, Setup, SetupError, text
-from engine.metrics import Recorder, new_histogram
-from engine.observers import Observer
-from engine.observers.memory import MemoryObserver, MemoryProbe, ProbeLost
-from engine.result import RunResult
-from engine.target import Target, TargetError, check, check_sink
-from engine.timing import INBOUND, EventTiming, ServerTiming
+from engine.lightning.setup import LightningApi, Setup, SetupError, text
+from engine.lightning.timing import timing_from_collector
+from engine.target import TargetError
+from engine.timing import INBOUND, ServerTiming
 
 # The channel proxy's spans: the seed's three, and today's outer :inbound
 # (lib/lightning_web/plugs/channel_proxy_plug.ex). A node that never emits
@@ -246,171 +239,3 @@ class Session:
     async def memory(self) -> dict[str, int]:
         pairs = await self.node.rpc("erlang", "memory", [], timeout=5)
         return {text(k): v for k, v in pairs}
-
-
-# -- server-side timing ------------------------------------------------------------
-
-
-def timing_from_collector(summary: dict) -> ServerTiming:
-    """The collector's buckets as a ServerTiming (bucket tops: upper-bound percentiles).
-
-    ``summary`` is ``%{events: %{event => stats}, unresolved: %{outcome => n}}``.
-    """
-    events = {}
-    for key, stats in (summary.get("events") or {}).items():
-        h = new_histogram()
-        low = high = None
-        for bucket, n in stats.get("buckets", []):
-            top = bucket_top(bucket)
-            h.record_value(max(1, top), n)
-            low = bucket if low is None else min(low, bucket)
-            high = top if high is None else max(high, top)
-        count = stats.get("count", 0)
-        if not count:
-            continue
-        pct = h.get_percentile_to_value_dict([50, 95, 99])
-        events[text(key)] = EventTiming(
-            count=count,
-            mean_us=round(stats.get("sum", 0) / count, 1),
-            min_us=low or 0,
-            max_us=high or 0,
-            p50_us=int(pct[50]),
-            p95_us=int(pct[95]),
-            p99_us=int(pct[99]),
-            histogram=h.encode().decode("ascii"),
-        )
-    unresolved = {text(k): n for k, n in (summary.get("unresolved") or {}).items()}
-    # Only a node that emits :inbound can tell requests answered without a channel.
-    knows = INBOUND in events or bool(unresolved)
-    return ServerTiming(
-        events, source="Lightning telemetry", unresolved=unresolved if knows else None
-    )
-
-
-def bucket_top(bucket: int) -> int:
-    """The largest value the collector counts in ``bucket`` (3 significant digits above 1 ms).
-
-    Percentiles then read as upper bounds, as HdrHistogram's do on the client side.
-    """
-    if bucket < 1000:
-        return bucket
-    return bucket + 10 ** (len(str(bucket)) - 3) - 1
-
-
-# -- memory -----------------------------------------------------------------------
-
-
-def beam_probe(session: Session, interval: float) -> MemoryProbe:
-    """erlang:memory() of the node: total, plus binary and processes in the series."""
-
-    async def sample() -> dict[str, int]:
-        try:
-            mem = await session.memory()
-        except DistError as exc:
-            session.stalled = session.stalled or isinstance(exc, RpcTimeout)
-            raise ProbeLost(str(exc)) from None
-        return {
-            "total": mem.get("total", 0),
-            "binary": mem.get("binary", 0),
-            "processes": mem.get("processes", 0),
-        }
-
-    return MemoryProbe("Lightning BEAM", sample, interval)
-
-
-class CollectorObserver(Observer):
-    """The telemetry collector: reset before each load, summarised after it;
-    torn down with the session when the run is over."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.timing: ServerTiming | None = None
-
-    async def before(self, config: RunConfig) -> None:
-        self.timing = None
-        await self.session.reset_collector()
-
-    async def after(self, recorder: Recorder) -> None:
-        self.timing = await self.session.collect_timing()
-
-    def report(self, result: RunResult) -> None:
-        if self.timing is not None:
-            result.server_timing = self.timing.as_dict()
-        result.lightning = self.session.describe()
-
-    async def close(self) -> None:
-        try:
-            await self.session.teardown_collector()
-        finally:
-            await self.session.close()
-
-
-def observers(session: Session) -> list[Observer]:
-    """A Lightning run's observers: the collector, then the node's memory."""
-    return [
-        CollectorObserver(session),
-        MemoryObserver(lambda interval: beam_probe(session, interval)),
-    ]
-
-
-async def open_target(config: RunConfig, out: TextIO) -> tuple[Session, Target, int]:
-    """Check the sink, join the node, find or create the channel, deploy the collector.
-
-    Returns the session, the target and the number of preflight requests
-    made. On failure nothing is left behind on the node.
-    """
-    sink = config.sink_url()
-    headers = config.header_pairs
-    await check_sink(sink, out, headers)
-    cookie = resolve_cookie(config.cookie)
-    session = await Session.connect(config.node_name, cookie, out)
-    try:
-        api = await session.detect_api()
-        channel = await session.ensure_channel(
-            config.channel, config.sink_or_default, config.repoint_channel
-        )
-        base = parse_url(config.target, "--target")
-        url = base.join(f"/channels/{text(channel['id'])}/test")
-        # Through Lightning once, before the collector counts anything; a
-        # refusal (401, egress 403, 404) ends the run here, explained.
-        await check(
-            "channel URL",
-            url,
-            "Is Lightning serving HTTP at --target, with the channel proxy enabled?",
-            out,
-            headers,
-            refusals=True,
-        )
-        timing = await session.deploy_collector()
-        target = Target(
-            "lightning",
-            url.with_query(config.query_overrides()),
-            sink,
-            telemetry="enabled" if timing else "disabled (the collector could not be deployed)",
-            description=f"{api.describe()}, node {config.node_name}",
-        )
-    except BaseException:
-        await session.teardown_collector()
-        await session.close()
-        raise
-    return session, target, 2
-
-
-async def cleanup(config: RunConfig, out: TextIO) -> list[str]:
-    """Remove what chanload created on the node (channels, project, user); what it removed."""
-    cookie = resolve_cookie(config.cookie)
-    session = await Session.connect(config.node_name, cookie, out)
-    try:
-        await session.detect_api()
-        out.write("Removing what chanload created... ")
-        out.flush()
-        try:
-            removed = await session.setup.cleanup(config.channel)
-        except SetupError as exc:
-            out.write("failed\n")
-            raise LightningError(str(exc), exc.hint) from None
-        out.write("done\n")
-        collectors = await session.remove_collectors()
-    finally:
-        await session.close()
-    return removed + collectors
