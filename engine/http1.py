@@ -16,6 +16,9 @@ interim (1xx) responses are skipped and counted. Malformed input goes to
 ``protocol_error``: the peer broke the protocol, which is a finding for the
 report, not a crash. Framers are mixed into the client protocol (so the hot
 path has no extra call per read), hence no ``__slots__`` here.
+
+About 400 lines: both framers stay in one file because they answer to one
+interface and one set of tests (tests/unit/test_http1.py feeds both the same bytes).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ tests/beam. We join as a *hidden* node (no
 PUBLISHED flag), so we never appear in the target's ``Node.list()`` and never
 join its mesh, and we ask for no atom cache, so every frame is a plain
 ``112 | control term | message term``.
+
+About 400 lines: EPMD, the handshake and the connection are one protocol's
+steps, each using the one before; splitting them would only spread the state.
 """
 
 from __future__ import annotations
