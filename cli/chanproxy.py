@@ -9,7 +9,14 @@ import typer
 
 from cli import servers
 from cli.errors import fail, run_app
-from cli.servers import CongestionOption, HostOption, PortOption, server_app, version_option
+from cli.servers import (
+    CongestionOption,
+    HeaderTimeoutOption,
+    HostOption,
+    PortOption,
+    server_app,
+    version_option,
+)
 from common import tcp
 from proxy.config import (
     DEFAULT_HEADER_TIMEOUT,
@@ -64,13 +71,7 @@ def chanproxy(
     upstream_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the sink's response head before 504.")
     ] = DEFAULT_UPSTREAM_TIMEOUT,
-    header_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Seconds a request head may take to arrive; slower ones (slowloris) get"
-            " 408 and the connection is closed."
-        ),
-    ] = DEFAULT_HEADER_TIMEOUT,
+    header_timeout: HeaderTimeoutOption = DEFAULT_HEADER_TIMEOUT,
     idle_timeout: Annotated[
         float,
         typer.Option(help="Seconds a keep-alive connection may do nothing before it is closed."),

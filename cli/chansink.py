@@ -9,7 +9,14 @@ import typer
 
 from cli import servers
 from cli.errors import fail, run_app
-from cli.servers import CongestionOption, HostOption, PortOption, server_app, version_option
+from cli.servers import (
+    CongestionOption,
+    HeaderTimeoutOption,
+    HostOption,
+    PortOption,
+    server_app,
+    version_option,
+)
 from common import tcp
 from sink.config import (
     DEFAULT_BODY_SIZE,
@@ -92,13 +99,7 @@ def chansink(
         float,
         typer.Option(min=0, help="Seconds in-flight answers get to finish on Ctrl-C/SIGTERM."),
     ] = DEFAULT_GRACE_S,
-    header_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Seconds a request may take to arrive (its head, up to its first body"
-            " byte); slower ones get 408 and the connection is closed (slowloris)."
-        ),
-    ] = DEFAULT_HEADER_TIMEOUT_S,
+    header_timeout: HeaderTimeoutOption = DEFAULT_HEADER_TIMEOUT_S,
     idle_timeout: Annotated[
         float,
         typer.Option(

@@ -24,6 +24,13 @@ HostOption = Annotated[
     typer.Option(help="Address to listen on. Anything but loopback is reachable from the network."),
 ]
 CongestionOption = Annotated[str, typer.Option(help=tcp.HELP)]
+HeaderTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        help="Seconds a request may take to arrive (its head, up to its first body"
+        " byte); slower ones get 408 and the connection is closed (slowloris)."
+    ),
+]
 
 
 def server_app() -> typer.Typer:

@@ -107,6 +107,13 @@ def algorithm(choice: str, peer: str | None) -> str | None:
     return choice
 
 
+def tune_transport(transport, choice: str = AUTO) -> None:
+    """``tune`` the socket under an asyncio transport (when it has one)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        tune(sock, choice)
+
+
 def tune(sock: socket.socket, choice: str = AUTO) -> None:
     """TCP_NODELAY, and the congestion control ``choice`` gives, on a connected socket."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):

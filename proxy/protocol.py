@@ -54,9 +54,7 @@ class ProxyProtocol(Corked, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            tcp.tune(sock, self.shared.accept_congestion)
+        tcp.tune_transport(transport, self.shared.accept_congestion)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip = peer[0].encode()

@@ -86,9 +86,7 @@ class UpstreamConnection(Corked, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            tcp.tune(sock, self.pool.congestion)
+        tcp.tune_transport(transport, self.pool.congestion)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
