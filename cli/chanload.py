@@ -45,7 +45,7 @@ from engine.config import (
 )
 from engine.limits import ensure_open_files
 from engine.load.scenarios import SCENARIOS
-from engine.statuses import DEFAULT_EXPECT
+from engine.measure.statuses import DEFAULT_EXPECT
 from engine.target import TargetError
 
 PROG = "chanload"
@@ -253,7 +253,7 @@ def run(
     except asyncio.CancelledError:  # a second Ctrl-C: stopped at once, nothing written
         raise fail(PROG, "interrupted twice: stopped at once, no results written", 130) from None
 
-    from engine.report.deliver import deliver
+    from engine.deliver import deliver
 
     code = deliver(result, config, sys.stdout)
     if code:

@@ -33,8 +33,8 @@ def merge(
     --duration from one scheduler) for the series to line up.
     """
 
-    from engine.merge import MergeError
-    from engine.merge import merge as merge_runs
+    from engine.measure.merge import MergeError
+    from engine.measure.merge import merge as merge_runs
 
     if (problem := unwritable(output)) is not None:
         raise fail(PROG, f"--output {output}: {problem}", 2)
@@ -58,8 +58,8 @@ def compare(
 ) -> None:
     """Throughput, percentiles, errors, memory and server timing of two results,
     with the difference and the ratio: what a proxy change did."""
-    from engine.compare import CompareError
-    from engine.compare import compare as compare_docs
+    from engine.measure.compare import CompareError
+    from engine.measure.compare import compare as compare_docs
 
     try:
         print(compare_docs(load_json(base), load_json(new), (base.name, new.name)), end="")
@@ -86,7 +86,7 @@ def chart(
     doc = load_json(result)
     if not isinstance(doc, dict) or not ("suite" in doc or "scenario" in doc):
         raise fail(PROG, f"{result}: not a chanload result (run, merge, saturation or suite)", 2)
-    from engine.report.deliver import write_charts
+    from engine.deliver import write_charts
 
     write_charts(doc, output, sys.stdout)
 

@@ -9,12 +9,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from common import tcp
-from engine import thresholds as thresholds_mod
 from engine.load.scenarios import SCENARIO_ALIASES, SCENARIO_NAMES, SCENARIOS, Scenario
+from engine.measure import thresholds as thresholds_mod
+from engine.measure.statuses import DEFAULT_EXPECT, ExpectedStatuses, parse_expect
 from engine.outputs import unwritable, unwritable_dir
 from engine.procfs import check_pid
 from engine.report.charts import ChartsUnavailable, require_matplotlib
-from engine.statuses import DEFAULT_EXPECT, ExpectedStatuses, parse_expect
 
 # The seed's defaults (load_test.exs).
 DEFAULT_TARGET = "http://localhost:4000"

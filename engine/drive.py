@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable
 
 from engine import interrupt
-from engine.client import build_specs
 from engine.config import RunConfig
+from engine.http.client import build_specs
+from engine.http.payload import json_payload
+from engine.http.pool import Pool
 from engine.load.executors import (
     ConstantArrivalRate,
     ConstantVUs,
@@ -21,9 +23,7 @@ from engine.load.executors import (
 )
 from engine.load.executors.ramping_vus import split
 from engine.load.scenarios import BODY_METHODS, ExecutorKind
-from engine.metrics import Recorder, Snapshot
-from engine.payload import json_payload
-from engine.pool import Pool
+from engine.measure.metrics import Recorder, Snapshot
 
 
 def make_executor(config: RunConfig, index: int = 0, count: int = 1) -> Executor:

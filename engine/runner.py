@@ -11,13 +11,13 @@ from common import tcp
 from engine import drive, interrupt
 from engine.config import RunConfig, masked_headers
 from engine.load.scenarios import ExecutorKind, saturation_rates, saturation_steps
-from engine.metrics import Recorder
+from engine.measure.metrics import Recorder
+from engine.measure.result import RunResult
+from engine.measure.saturation import SaturationResult
+from engine.measure.units import format_us
 from engine.opening import OpenTarget, open_target
 from engine.report.console import banner
 from engine.report.progress import Progress
-from engine.result import RunResult
-from engine.saturation import SaturationResult
-from engine.units import format_us
 from engine.workers import run_workers
 
 

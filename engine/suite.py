@@ -13,14 +13,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine import runner, thresholds
+from engine import runner
 from engine.config import RunConfig
+from engine.measure import thresholds
+from engine.measure.result import RunResult
+from engine.measure.statuses import DEFAULT_EXPECT
+from engine.measure.units import format_bytes_delta, format_us
 from engine.report.console import HEADER_ROWS, TIMING_ROWS, summary
 from engine.report.files import append_csv, write_document
-from engine.result import RunResult
-from engine.statuses import DEFAULT_EXPECT
 from engine.target import TargetError
-from engine.units import format_bytes_delta, format_us
 
 # The seed's order and extra flags (run_all.sh).
 SCENARIOS: tuple[tuple[str, dict[str, int]], ...] = (

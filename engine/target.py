@@ -16,7 +16,7 @@ from typing import TextIO
 import httptools
 
 from engine.config import HttpUrl, RunConfig, parse_url
-from engine.http1 import RemoteProtocolError, build_request_head
+from engine.http.http1 import RemoteProtocolError, build_request_head
 
 PREFLIGHT_TIMEOUT = 5.0
 

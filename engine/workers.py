@@ -44,7 +44,7 @@ from typing import Any, BinaryIO
 
 from common import eventloop
 from engine.drive import load, make_executor
-from engine.metrics import Recorder, Snapshot, combine_snapshots
+from engine.measure.metrics import Recorder, Snapshot, combine_snapshots
 from engine.target import TargetError
 
 FRAME = struct.Struct("!I")

@@ -15,12 +15,12 @@ from engine.beam.dist import DistError, RpcTimeout
 from engine.config import RunConfig, parse_url
 from engine.lightning.session import LightningError, Session, resolve_cookie
 from engine.lightning.setup import SetupError, text
-from engine.metrics import Recorder
+from engine.measure.metrics import Recorder
+from engine.measure.result import RunResult
+from engine.measure.timing import ServerTiming
 from engine.observers import Observer
 from engine.observers.memory import MemoryObserver, MemoryProbe, ProbeLost
-from engine.result import RunResult
 from engine.target import Target, check, check_sink
-from engine.timing import ServerTiming
 
 # -- memory -----------------------------------------------------------------------
 

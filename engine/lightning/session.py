@@ -17,8 +17,8 @@ from engine.beam.dist import BadRpc, DistError, Node, RpcTimeout
 from engine.beam.terms import Atom
 from engine.lightning.setup import LightningApi, Setup, SetupError, text
 from engine.lightning.timing import timing_from_collector
+from engine.measure.timing import INBOUND, ServerTiming
 from engine.target import TargetError
-from engine.timing import INBOUND, ServerTiming
 
 # The channel proxy's spans: the seed's three, and today's outer :inbound
 # (lib/lightning_web/plugs/channel_proxy_plug.ex). A node that never emits

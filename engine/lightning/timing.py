@@ -4,8 +4,8 @@ counts each span's durations in buckets of 3 significant digits)."""
 from __future__ import annotations
 
 from engine.lightning.setup import text
-from engine.metrics import new_histogram
-from engine.timing import INBOUND, EventTiming, ServerTiming
+from engine.measure.metrics import new_histogram
+from engine.measure.timing import INBOUND, EventTiming, ServerTiming
 
 # -- server-side timing ------------------------------------------------------------
 

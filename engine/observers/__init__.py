@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
-    from engine.metrics import Recorder
-    from engine.result import RunResult
+    from engine.measure.metrics import Recorder
+    from engine.measure.result import RunResult
 
 
 class Observer:

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 
 from engine import procfs
 from engine.config import RunConfig
-from engine.metrics import Recorder
+from engine.measure.metrics import Recorder
+from engine.measure.result import MemorySummary, RunResult
 from engine.observers import Observer
-from engine.result import MemorySummary, RunResult
 
 MB = 1024 * 1024
 # Growth below this is noise whatever the bodies (allocator slack, caches).

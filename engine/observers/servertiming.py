@@ -8,10 +8,10 @@ a histogram, and the report maps total/lookup/upstream onto the seed's rows.
 
 from __future__ import annotations
 
-from engine.metrics import Recorder
+from engine.measure.metrics import Recorder
+from engine.measure.result import RunResult
+from engine.measure.timing import EventTiming, ServerTiming
 from engine.observers import Observer
-from engine.result import RunResult
-from engine.timing import EventTiming, ServerTiming
 
 # Server-Timing metric -> the seed's event (and CSV column group).
 SEED_EVENTS = {"total": "request", "lookup": "fetch_channel", "upstream": "upstream"}

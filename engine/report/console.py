@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine.result import RunResult
-from engine.statuses import DEFAULT_EXPECT
-from engine.units import format_bytes, format_bytes_delta, format_us
+from engine.measure.result import RunResult
+from engine.measure.statuses import DEFAULT_EXPECT
+from engine.measure.units import format_bytes, format_bytes_delta, format_us
 
 HEAVY = "═" * 47
 LIGHT = "─" * 47

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from engine.result import CSV_COLUMNS, RunResult
+from engine.measure.result import CSV_COLUMNS, RunResult
 
 
 def csv_line(values: list) -> str:

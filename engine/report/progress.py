@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from engine.metrics import Snapshot
-from engine.units import format_us
+from engine.measure.metrics import Snapshot
+from engine.measure.units import format_us
 
 
 class Progress:

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from engine.result import CSV_COLUMNS, SEED_COLUMNS
+from engine.measure.result import CSV_COLUMNS, SEED_COLUMNS
 from tests.support import ROOT, chanload_command, run_chanload
 
 

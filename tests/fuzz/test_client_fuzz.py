@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common import eventloop
-from engine.client import CONNECTIONS, VU, build_specs
 from engine.config import HttpUrl
-from engine.metrics import Recorder
-from engine.pool import Pool
+from engine.http.client import CONNECTIONS, VU, build_specs
+from engine.http.pool import Pool
+from engine.measure.metrics import Recorder
 from tests.fuzz import tally
 
 CASES = int(os.environ.get("CHANLOAD_FUZZ_CASES", "2500"))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from engine.config import ConfigError, RunConfig, masked_argv, parse_url
-from engine.payload import json_payload
+from engine.http.payload import json_payload
 
 
 def test_seed_defaults():

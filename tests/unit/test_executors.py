@@ -108,7 +108,7 @@ class FakeOpenPool:
     """Connections are free again ``busy`` seconds after a send."""
 
     def __init__(self, connections: int, busy: float) -> None:
-        from engine.metrics import Recorder
+        from engine.measure.metrics import Recorder
 
         self.recorder = Recorder()
         self.capacity = connections

@@ -6,10 +6,10 @@ import h11
 import pytest
 
 from engine.config import ConfigError, RunConfig, masked_argv, parse_header
-from engine.http1 import build_request_head
-from engine.metrics import Recorder
-from engine.result import CSV_COLUMNS, RunResult
-from engine.statuses import DEFAULT, parse_expect
+from engine.http.http1 import build_request_head
+from engine.measure.metrics import Recorder
+from engine.measure.result import CSV_COLUMNS, RunResult
+from engine.measure.statuses import DEFAULT, parse_expect
 
 
 def build(rec: Recorder) -> RunResult:

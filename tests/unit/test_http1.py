@@ -5,7 +5,7 @@ from __future__ import annotations
 import h11
 import pytest
 
-from engine.http1 import H11Framer, HttptoolsFramer, RemoteProtocolError, build_request_head
+from engine.http.http1 import H11Framer, HttptoolsFramer, RemoteProtocolError, build_request_head
 from tests.support import CountingParser
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from engine.metrics import HIGHEST_US, Recorder
+from engine.measure.metrics import HIGHEST_US, Recorder
 
 
 def test_recorder_folds_and_snapshots_per_interval():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.measure.result import CSV_COLUMNS, RunResult
 from engine.report import files
-from engine.result import CSV_COLUMNS, RunResult
 from tests.unit.test_thresholds_merge import build_result
 
 WRITERS, ROWS = 8, 150

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.measure.result import MemorySummary
 from engine.observers.memory import MemoryProbe, ProbeLost, process_tree_rss, verdict
-from engine.result import MemorySummary
 from tests.support import rss_bytes, wait_until
 
 MB = 1024 * 1024

@@ -7,12 +7,12 @@ import random
 import pytest
 from hdrh.log import HistogramLogReader
 
-from engine.compare import compare
-from engine.merge import merge
-from engine.metrics import Recorder
+from engine.measure.compare import compare
+from engine.measure.merge import merge
+from engine.measure.metrics import Recorder
+from engine.measure.result import RunResult
+from engine.measure.thresholds import ThresholdError, evaluate, parse
 from engine.report.hdrlog import write_hdr_log
-from engine.result import RunResult
-from engine.thresholds import ThresholdError, evaluate, parse
 
 
 def result_from(

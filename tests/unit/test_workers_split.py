@@ -12,7 +12,7 @@ from engine.config import ConfigError, RunConfig
 from engine.drive import make_executor
 from engine.load.executors import ConstantArrivalRate, ConstantVUs, RampingArrivalRate, RampingVUs
 from engine.load.executors.ramping_vus import split
-from engine.metrics import Recorder
+from engine.measure.metrics import Recorder
 from engine.workers import encode
 
 

@@ -1,7 +1,7 @@
 """Executors: how many VUs run, and when they start and stop.
 
 Executors never touch the network. They are handed a ``VUPool`` (the real
-one is ``engine.pool.Pool``; tests use a fake whose "request" is a sleep)
+one is ``engine.http.pool.Pool``; tests use a fake whose "request" is a sleep)
 and only start VUs, stop VUs and set the deadline after which no request
 starts.
 """
@@ -19,7 +19,7 @@ Announce = Callable[[str], None]
 
 
 class VUPool(Protocol):
-    """What an executor may ask of the pool (engine/client.py's Pool)."""
+    """What an executor may ask of the pool (engine/http/client.py's Pool)."""
 
     recorder: Any  # the Recorder: the open model counts its schedule there
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.units import format_bytes_delta, format_us
+from engine.measure.units import format_bytes_delta, format_us
 
 ROWS: tuple[tuple[str, str, str], ...] = (
     # (label, key, kind); kind: rate (higher is better), time, count, percent
@@ -89,7 +89,7 @@ def compare_runs(base: dict[str, Any], new: dict[str, Any]) -> list[list[str]]:
 
 
 def _bytes(value: float | None) -> str:
-    from engine.units import format_bytes
+    from engine.measure.units import format_bytes
 
     return format_bytes(value)
 

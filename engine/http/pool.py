@@ -3,7 +3,7 @@
 It opens each VU's connection (a bounded number of connects at once, with
 back-off after failures), sweeps the requests in flight for timeouts, and in
 the open model keeps the free connections and the backlog of requests that
-found none. The connections themselves are engine/client.py's.
+found none. The connections themselves are engine/http/client.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import collections
 import contextlib
 
 from common import tcp
-from engine.client import (
+from engine.config import HttpUrl
+from engine.http.client import (
     CONNECTIONS,
     OPEN_CONNECTIONS,
     VU,
@@ -21,8 +22,7 @@ from engine.client import (
     RequestSpec,
     perf_ns,
 )
-from engine.config import HttpUrl
-from engine.metrics import Recorder
+from engine.measure.metrics import Recorder
 
 # Connects in progress at once: thousands of VUs starting together would
 # overflow the target's accept backlog (SYNs dropped, retried a second later):

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from common import __version__, tcp
-from engine.metrics import ERROR_KINDS, Recorder, Snapshot
-from engine.statuses import DEFAULT_EXPECT
+from engine.measure.metrics import ERROR_KINDS, Recorder, Snapshot
+from engine.measure.statuses import DEFAULT_EXPECT
 
 # The seed's CSV columns, in the seed's order; new columns only ever go after.
 SEED_COLUMNS = (

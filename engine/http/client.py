@@ -8,7 +8,7 @@ every ``sweep`` seconds rather than by a timer per request.
 
 The client never knows about scenarios (it gets ``RequestSpec``s) and never
 decides how many VUs run or for how long (executors do, through the
-``Pool`` of engine/pool.py, which owns the VUs and these connections).
+``Pool`` of engine/http/pool.py, which owns the VUs and these connections).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from typing import Protocol
 
 from common import tcp
 from engine.config import HttpUrl
-from engine.http1 import (
+from engine.http.http1 import (
     GET_READ_BUFFER,
     H11Framer,
     HttptoolsFramer,
     RemoteProtocolError,
     build_request_head,
 )
-from engine.metrics import Recorder
-from engine.timing import parse_server_timing
+from engine.measure.metrics import Recorder
+from engine.measure.timing import parse_server_timing
 
 # Bodies up to this size go out in the same bytes object as the head.
 INLINE_BODY_MAX = 64 * 1024
@@ -108,7 +108,7 @@ class VU:
 
 
 class PoolSide(Protocol):
-    """What a connection reads and calls of its pool (engine/pool.py's Pool)."""
+    """What a connection reads and calls of its pool (engine/http/pool.py's Pool)."""
 
     recorder: Recorder
     specs: tuple[RequestSpec, ...]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from hdrh.histogram import HdrHistogram
 
-from engine.statuses import DEFAULT, ExpectedStatuses
+from engine.measure.statuses import DEFAULT, ExpectedStatuses
 
 # 1 us .. 1 h at 3 significant digits: wrk2 and k6 report at this precision.
 LOWEST_US = 1

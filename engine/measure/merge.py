@@ -15,9 +15,9 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from engine.metrics import new_histogram
-from engine.statuses import DEFAULT_EXPECT
-from engine.timing import events_used, plug_overhead
+from engine.measure.metrics import new_histogram
+from engine.measure.statuses import DEFAULT_EXPECT
+from engine.measure.timing import events_used, plug_overhead
 
 SUMMED = (
     "total_requests",
@@ -134,7 +134,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _merge_open_model(out: dict[str, Any], runs: list[dict[str, Any]], duration: float) -> None:
     """Rates, counts and the uncorrected, send-lag and dispatch-lag histograms, added."""
-    from engine.result import KEPT_UP_LAG_US
+    from engine.measure.result import KEPT_UP_LAG_US
 
     if not all(r.get("target_rate") is not None for r in runs):
         raise MergeError("open-model (--rate) and closed-model runs cannot be merged")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.result import RunResult
-from engine.units import format_us
+from engine.measure.result import RunResult
+from engine.measure.units import format_us
 
 HEAVY = "═" * 72
 LIGHT = "─" * 72

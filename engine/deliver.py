@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from engine import thresholds
 from engine.config import RunConfig
+from engine.measure import thresholds
+from engine.measure.result import RunResult
+from engine.measure.saturation import SaturationResult
 from engine.report.console import summary
 from engine.report.files import append_csv, write_json
 from engine.report.hdrlog import write_hdr_log
-from engine.result import RunResult
-from engine.saturation import SaturationResult
 
 EXIT_OK = 0
 EXIT_THRESHOLD = 3

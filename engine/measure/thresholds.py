@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from engine.units import format_bytes, format_us
+from engine.measure.units import format_bytes, format_us
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
 TIME_UNITS = {"us": 1, "ms": 1000, "s": 1_000_000, "": 1000}
