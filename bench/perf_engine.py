@@ -26,6 +26,10 @@
    cores. Target: 2 workers > 1 on nginx x2 (ratio of the medians).
 
 Writes bench_results/perf-engine.md (raw numbers under bench_results/raw/).
+
+Over 400 lines because it is six benchmarks in one report, each a short
+function on the shared helpers of bench/common.py; one file keeps the report
+and the command that makes it together.
 """
 
 from __future__ import annotations
