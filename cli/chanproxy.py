@@ -14,6 +14,7 @@ from cli.servers import (
     HeaderTimeoutOption,
     HostOption,
     PortOption,
+    idle_timeout_option,
     server_app,
     version_option,
 )
@@ -56,6 +57,7 @@ forwarding them: a deliberately bad proxy, the control for memory verdicts.
 
 app = server_app()
 VersionOption = version_option("chanproxy")
+IdleTimeoutOption = idle_timeout_option()
 
 
 @app.command(help=HELP)
@@ -72,10 +74,7 @@ def chanproxy(
         float, typer.Option(help="Seconds to wait for the sink's response head before 504.")
     ] = DEFAULT_UPSTREAM_TIMEOUT,
     header_timeout: HeaderTimeoutOption = DEFAULT_HEADER_TIMEOUT,
-    idle_timeout: Annotated[
-        float,
-        typer.Option(help="Seconds a keep-alive connection may do nothing before it is closed."),
-    ] = DEFAULT_IDLE_TIMEOUT,
+    idle_timeout: IdleTimeoutOption = DEFAULT_IDLE_TIMEOUT,
     congestion: CongestionOption = tcp.AUTO,
     version: VersionOption = None,
 ) -> None:

@@ -14,6 +14,7 @@ from cli.servers import (
     HeaderTimeoutOption,
     HostOption,
     PortOption,
+    idle_timeout_option,
     server_app,
     version_option,
 )
@@ -63,6 +64,9 @@ line per request), and the totals when stopped by Ctrl-C or SIGTERM.
 
 app = server_app()
 VersionOption = version_option("chansink")
+IdleTimeoutOption = idle_timeout_option(
+    " (not in timeout mode, which holds connections on purpose)"
+)
 
 
 @app.command(help=HELP)
@@ -100,13 +104,7 @@ def chansink(
         typer.Option(min=0, help="Seconds in-flight answers get to finish on Ctrl-C/SIGTERM."),
     ] = DEFAULT_GRACE_S,
     header_timeout: HeaderTimeoutOption = DEFAULT_HEADER_TIMEOUT_S,
-    idle_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Seconds a keep-alive connection may do nothing before it is closed"
-            " (not in timeout mode, which holds connections on purpose)."
-        ),
-    ] = DEFAULT_IDLE_TIMEOUT_S,
+    idle_timeout: IdleTimeoutOption = DEFAULT_IDLE_TIMEOUT_S,
     congestion: CongestionOption = tcp.AUTO,
     version: VersionOption = None,
 ) -> None:

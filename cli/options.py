@@ -61,7 +61,10 @@ TimeoutOption = Annotated[
 ]
 ParserOption = Annotated[
     str,
-    typer.Option(help="Response parser: httptools (fast) or h11 (strict, ~8x the CPU)."),
+    typer.Option(
+        help="Response parser: httptools (fast) or h11 (strict, several times the CPU"
+        " per response)."
+    ),
 ]
 TargetPidOption = Annotated[
     int | None,

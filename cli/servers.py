@@ -33,6 +33,16 @@ HeaderTimeoutOption = Annotated[
 ]
 
 
+def idle_timeout_option(note: str = "") -> Any:
+    """The --idle-timeout option (an Annotated type); ``note`` ends its help."""
+    return Annotated[
+        float,
+        typer.Option(
+            help="Seconds a keep-alive connection may do nothing before it is closed" + note + "."
+        ),
+    ]
+
+
 def server_app() -> typer.Typer:
     return typer.Typer(
         add_completion=False,

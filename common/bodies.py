@@ -99,8 +99,8 @@ def http_date(now: float | None = None) -> bytes:
 
 def render_head(
     status: int,
-    *,
     date: bytes,
+    *,
     content_type: bytes | None,
     length: int | None,
     chunked: bool,

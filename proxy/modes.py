@@ -16,11 +16,43 @@ exchange's life (proxy/exchange.py):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
-# The exchange (proxy/exchange.py) calls the modes, never the reverse: to a mode,
-# an exchange is what it reads and fills.
-Exchange = Any
+
+class Writer(Protocol):
+    """Either side's connection, as a mode writes to it."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def writelines(self, data: list[bytes]) -> None: ...
+
+
+class Exchange(Protocol):
+    """What a mode reads and fills of an exchange (proxy/exchange.py's Exchange).
+
+    The exchange calls the modes, never the reverse: this is its side that
+    modes see, so that neither module imports the other.
+    """
+
+    proto: Writer  # the client connection
+    conn: Writer | None  # the sink connection, once attached
+    method: bytes
+    http10: bool
+    request_chunked: bool
+    request_length: int | None
+    request_done: bool
+    pending: list[bytes]  # streaming: body pieces that came before the sink connection
+    buffered: bytearray  # buffering: the whole request body
+    response_head: bytes | None  # buffering: the rewritten head, sent at the end
+    response_buffer: bytearray  # buffering: the whole response body
+    response_chunked: bool
+    response_started: bool
+    client_keep_alive: bool
+
+    def send_body(self, data: bytes) -> None: ...
+
+    def upstream_request_head(self, body: str | int | None) -> bytes: ...
+
 
 CHUNK_END = b"0\r\n\r\n"
 

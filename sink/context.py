@@ -129,12 +129,28 @@ class SinkContext:
         data = self._cache.get(key)
         if data is None:
             if bodies.has_no_body(status):
-                data = self._head(status, None, None, False, keep_alive, http10)
+                data = bodies.render_head(
+                    status,
+                    self.date,
+                    content_type=None,
+                    length=None,
+                    chunked=False,
+                    keep_alive=keep_alive,
+                    http10=http10,
+                )
             else:
                 if body is None:
                     body = bodies.json_body(size)
                 chunked = chunked and not http10 and len(body) > 0
-                head = self._head(status, bodies.JSON, len(body), chunked, keep_alive, http10)
+                head = bodies.render_head(
+                    status,
+                    self.date,
+                    content_type=bodies.JSON,
+                    length=len(body),
+                    chunked=chunked,
+                    keep_alive=keep_alive,
+                    http10=http10,
+                )
                 if head_only:
                     data = head
                 elif chunked:
@@ -158,30 +174,19 @@ class SinkContext:
         key = (status, size, keep_alive, http10, chunked)
         head = self._head_cache.get(key)
         if head is None:
-            head = self._head(status, bodies.OCTET, size, chunked, keep_alive, http10)
+            head = bodies.render_head(
+                status,
+                self.date,
+                content_type=bodies.OCTET,
+                length=size,
+                chunked=chunked,
+                keep_alive=keep_alive,
+                http10=http10,
+            )
             if len(self._head_cache) >= CACHE_LIMIT:
                 self._head_cache.clear()
             self._head_cache[key] = head
         return head
-
-    def _head(
-        self,
-        status: int,
-        content_type: bytes | None,
-        length: int | None,
-        chunked: bool,
-        keep_alive: bool,
-        http10: bool,
-    ) -> bytes:
-        return bodies.render_head(
-            status,
-            date=self.date,
-            content_type=content_type,
-            length=length,
-            chunked=chunked,
-            keep_alive=keep_alive,
-            http10=http10,
-        )
 
     def log_access(self, method: bytes, url: bytes, status: int, started: float) -> None:
         """One line per request, in the seed's format."""

@@ -264,6 +264,31 @@ def _read_atom(view: memoryview, pos: int) -> tuple[Atom, int]:
     return value, pos
 
 
+_LENGTH_FORMATS = {1: ">B", 2: ">H", 4: ">I"}
+
+
+def _length(view: memoryview, pos: int, size: int) -> tuple[int, int]:
+    """A big-endian length or count of ``size`` bytes (1, 2 or 4) at ``pos``."""
+    return struct.unpack_from(_LENGTH_FORMATS[size], view, pos)[0], pos + size
+
+
+def _take(view: memoryview, pos: int, n: int, what: str) -> tuple[bytes, int]:
+    """The ``n`` bytes at ``pos``; IndexError (naming ``what``) when fewer remain."""
+    raw = bytes(view[pos : pos + n])
+    if len(raw) != n:
+        raise IndexError(what)
+    return raw, pos + n
+
+
+def _items(view: memoryview, pos: int, n: int) -> tuple[list[Any], int]:
+    """``n`` terms decoded one after another from ``pos``."""
+    items = []
+    for _ in range(n):
+        item, pos = _decode(view, pos)
+        items.append(item)
+    return items, pos
+
+
 def _decode(view: memoryview, pos: int) -> tuple[Any, int]:
     tag = view[pos]
     pos += 1
@@ -272,59 +297,32 @@ def _decode(view: memoryview, pos: int) -> tuple[Any, int]:
     if tag == INTEGER_EXT:
         return struct.unpack_from(">i", view, pos)[0], pos + 4
     if tag in _ATOM_TAGS:
-        if tag in (SMALL_ATOM_UTF8_EXT, SMALL_ATOM_EXT):
-            n = view[pos]
-            pos += 1
-        else:
-            n = struct.unpack_from(">H", view, pos)[0]
-            pos += 2
-        raw = bytes(view[pos : pos + n])
-        if len(raw) != n:
-            raise IndexError("atom")
+        n, pos = _length(view, pos, 1 if tag in (SMALL_ATOM_UTF8_EXT, SMALL_ATOM_EXT) else 2)
+        raw, pos = _take(view, pos, n, "atom")
         encoding = "utf-8" if tag in (ATOM_UTF8_EXT, SMALL_ATOM_UTF8_EXT) else "latin-1"
-        return _atom(raw.decode(encoding)), pos + n
+        return _atom(raw.decode(encoding)), pos
     if tag == BINARY_EXT:
-        n = struct.unpack_from(">I", view, pos)[0]
-        pos += 4
-        raw = bytes(view[pos : pos + n])
-        if len(raw) != n:
-            raise IndexError("binary")
-        return raw, pos + n
+        n, pos = _length(view, pos, 4)
+        return _take(view, pos, n, "binary")
     if tag in (SMALL_TUPLE_EXT, LARGE_TUPLE_EXT):
-        if tag == SMALL_TUPLE_EXT:
-            n = view[pos]
-            pos += 1
-        else:
-            n = struct.unpack_from(">I", view, pos)[0]
-            pos += 4
-        items = []
-        for _ in range(n):
-            item, pos = _decode(view, pos)
-            items.append(item)
+        n, pos = _length(view, pos, 1 if tag == SMALL_TUPLE_EXT else 4)
+        items, pos = _items(view, pos, n)
         return tuple(items), pos
     if tag == NIL_EXT:
         return [], pos
     if tag == STRING_EXT:
-        n = struct.unpack_from(">H", view, pos)[0]
-        pos += 2
-        raw = bytes(view[pos : pos + n])
-        if len(raw) != n:
-            raise IndexError("string")
-        return list(raw), pos + n
+        n, pos = _length(view, pos, 2)
+        raw, pos = _take(view, pos, n, "string")
+        return list(raw), pos
     if tag == LIST_EXT:
-        n = struct.unpack_from(">I", view, pos)[0]
-        pos += 4
-        items = []
-        for _ in range(n):
-            item, pos = _decode(view, pos)
-            items.append(item)
+        n, pos = _length(view, pos, 4)
+        items, pos = _items(view, pos, n)
         tail, pos = _decode(view, pos)
         if tail == [] and type(tail) is list:
             return items, pos
         return ImproperList(tuple(items), tail), pos
     if tag == MAP_EXT:
-        n = struct.unpack_from(">I", view, pos)[0]
-        pos += 4
+        n, pos = _length(view, pos, 4)
         result = {}
         for _ in range(n):
             key, pos = _decode(view, pos)
@@ -337,27 +335,16 @@ def _decode(view: memoryview, pos: int) -> tuple[Any, int]:
         text = bytes(view[pos : pos + 31]).split(b"\0", 1)[0]
         return float(text), pos + 31
     if tag in (SMALL_BIG_EXT, LARGE_BIG_EXT):
-        if tag == SMALL_BIG_EXT:
-            n = view[pos]
-            pos += 1
-        else:
-            n = struct.unpack_from(">I", view, pos)[0]
-            pos += 4
+        n, pos = _length(view, pos, 1 if tag == SMALL_BIG_EXT else 4)
         sign = view[pos]
-        pos += 1
-        digits = bytes(view[pos : pos + n])
-        if len(digits) != n:
-            raise IndexError("bignum")
+        digits, pos = _take(view, pos + 1, n, "bignum")
         value = int.from_bytes(digits, "little")
-        return (-value if sign else value), pos + n
+        return (-value if sign else value), pos
     if tag == BIT_BINARY_EXT:
-        n = struct.unpack_from(">I", view, pos)[0]
-        bits = view[pos + 4]
-        pos += 5
-        raw = bytes(view[pos : pos + n])
-        if len(raw) != n:
-            raise IndexError("bit binary")
-        return BitBinary(raw, bits), pos + n
+        n, pos = _length(view, pos, 4)
+        bits = view[pos]
+        raw, pos = _take(view, pos + 1, n, "bit binary")
+        return BitBinary(raw, bits), pos
     if tag in (NEW_PID_EXT, PID_EXT):
         node, pos = _read_atom(view, pos)
         if tag == NEW_PID_EXT:

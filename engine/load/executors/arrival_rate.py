@@ -16,6 +16,8 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from engine.load.executors.checks import unmet
+
 CONNECT_TIMEOUT = 10.0
 
 
@@ -52,14 +54,14 @@ class ConstantArrivalRate:
     offset: float = 0.0  # seconds: this worker's place in the whole schedule (--workers)
 
     def problems(self) -> list[str]:
-        out = []
-        if not self.rate > 0:
-            out.append(f"--rate must be > 0 requests a second, got {self.rate:g}")
-        if not self.duration > 0:
-            out.append(f"an arrival rate needs a duration > 0, got {self.duration:g}")
-        if self.max_connections < 1:
-            out.append(f"an arrival rate needs at least 1 connection, got {self.max_connections}")
-        return out
+        return unmet(
+            (self.rate > 0, f"--rate must be > 0 requests a second, got {self.rate:g}"),
+            (self.duration > 0, f"an arrival rate needs a duration > 0, got {self.duration:g}"),
+            (
+                self.max_connections >= 1,
+                f"an arrival rate needs at least 1 connection, got {self.max_connections}",
+            ),
+        )
 
     async def run(self, pool, announce=None) -> None:
         await _open(pool, self.max_connections, self.duration)

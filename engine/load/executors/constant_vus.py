@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from engine.load.executors.checks import unmet
+
 
 @dataclass(frozen=True, slots=True)
 class ConstantVUs:
@@ -12,12 +14,10 @@ class ConstantVUs:
     duration: float
 
     def problems(self) -> list[str]:
-        out = []
-        if self.vus < 1:
-            out.append(f"constant VUs need at least 1 VU, got {self.vus}")
-        if not self.duration > 0:
-            out.append(f"constant VUs need a duration > 0, got {self.duration}")
-        return out
+        return unmet(
+            (self.vus >= 1, f"constant VUs need at least 1 VU, got {self.vus}"),
+            (self.duration > 0, f"constant VUs need a duration > 0, got {self.duration}"),
+        )
 
     async def run(self, pool, announce=None) -> None:
         loop = asyncio.get_running_loop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from engine.load.executors.checks import unmet
+
 
 def split(total: int, parts: int) -> list[int]:
     """``total`` as ``parts`` whole shares that differ by at most one, largest first."""
@@ -21,14 +23,11 @@ class RampingVUs:
     count: int = 1
 
     def problems(self) -> list[str]:
-        out = []
-        if self.max_vus < 1:
-            out.append(f"ramping VUs need at least 1 VU, got {self.max_vus}")
-        if not self.duration > 0:
-            out.append(f"ramping VUs need a duration > 0, got {self.duration}")
-        if self.steps < 1:
-            out.append(f"ramping VUs need at least 1 step, got {self.steps}")
-        return out
+        return unmet(
+            (self.max_vus >= 1, f"ramping VUs need at least 1 VU, got {self.max_vus}"),
+            (self.duration > 0, f"ramping VUs need a duration > 0, got {self.duration}"),
+            (self.steps >= 1, f"ramping VUs need at least 1 step, got {self.steps}"),
+        )
 
     def step_vus(self, step: int) -> int:
         """VUs during step ``step`` (1-based), as the seed: max(1, N * step // steps)."""
