@@ -101,11 +101,11 @@ def render_head(
     status: int,
     date: bytes,
     *,
-    content_type: bytes | None,
-    length: int | None,
-    chunked: bool,
     keep_alive: bool,
     http10: bool,
+    content_type: bytes | None = None,
+    length: int | None = None,
+    chunked: bool = False,
 ) -> bytes:
     """The status line and header section of one response.
 

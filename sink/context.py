@@ -129,15 +129,7 @@ class SinkContext:
         data = self._cache.get(key)
         if data is None:
             if bodies.has_no_body(status):
-                data = bodies.render_head(
-                    status,
-                    self.date,
-                    content_type=None,
-                    length=None,
-                    chunked=False,
-                    keep_alive=keep_alive,
-                    http10=http10,
-                )
+                data = bodies.render_head(status, self.date, keep_alive=keep_alive, http10=http10)
             else:
                 if body is None:
                     body = bodies.json_body(size)
