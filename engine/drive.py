@@ -13,7 +13,7 @@ from engine import interrupt
 from engine.config import RunConfig
 from engine.http.client import build_specs
 from engine.http.payload import json_payload
-from engine.http.pool import Pool
+from engine.http.pool import OpenPool, Pool
 from engine.load.executors import (
     ConstantArrivalRate,
     ConstantVUs,
@@ -78,7 +78,7 @@ async def load(
     scenario = config.scenario_spec
     payload = json_payload(config.payload_bytes) if scenario.sends_bodies else b""
     specs = build_specs(url, scenario.methods, payload, BODY_METHODS, config.header_pairs)
-    pool = Pool(
+    pool = (OpenPool if config.rate is not None else Pool)(
         loop,
         url,
         specs,
@@ -86,7 +86,6 @@ async def load(
         config.parser,
         config.timeout,
         server_timing=server_timing,
-        open_model=config.rate is not None,
         congestion=config.congestion,
     )
     if start_at is not None:
@@ -140,7 +139,10 @@ async def _tick(recorder: Recorder, pool: Pool, on_tick, t0: float) -> None:
     second = 0
     while True:
         second += 1
-        await asyncio.sleep(max(0.0, t0 + second - time.perf_counter()))
+        # uvloop's timers count whole milliseconds and may wake up to one
+        # early: sleep again until the second is really over.
+        while (wait := t0 + second - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
         last = recorder.series[-1].t if recorder.series else 0.0
         now = time.perf_counter() - t0
         snap = recorder.snapshot(now, now - last, pool.running_vus)

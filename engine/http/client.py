@@ -39,7 +39,6 @@ INLINE_BODY_MAX = 64 * 1024
 BODY_SLICE = 4 * 1024 * 1024
 
 
-
 perf_ns = time.perf_counter_ns
 
 
@@ -226,15 +225,28 @@ class ClientConnection:
     def response_complete(
         self, status: int, keep_alive: bool, wire_bytes: int, body_bytes: int
     ) -> None:
-        # The hot path: record, then write the next request right here.
+        """Count a complete response (either model), then let the model go on."""
         now = perf_ns()
         if not self.in_flight:
             self.protocol_error(f"an unsolicited {status} response")
             return
         rec = self.rec
+        statuses = rec.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+        rec.bytes_in += wire_bytes
+        if body_bytes >= 0:
+            rec.body_bytes_in += body_bytes
+        else:
+            rec.unknown_body_responses += 1
+        spec = self.spec
+        if spec.whole is None and self.body_pos < spec.body_len:
+            keep_alive = False  # answered before the whole request body went out
+        self.completed(now, keep_alive)
+
+    def completed(self, now: int, keep_alive: bool) -> None:
+        # The closed model's hot path: record, then write the next request right here.
+        rec = self.rec
         rec.latencies.append((now - self.sent_at) // 1000)
-        if not self.tally(status, wire_bytes, body_bytes):
-            keep_alive = False
         vu = self.vu
         pool = self.pool
         if keep_alive and vu.running and now < pool.deadline_ns:
@@ -261,20 +273,6 @@ class ClientConnection:
             self.transport.close()
             return  # connection_lost reconnects if the VU goes on
         pool.vu_idle(vu)
-
-    def tally(self, status: int, wire_bytes: int, body_bytes: int) -> bool:
-        """Count a complete response (either model); False when the connection
-        cannot be used again: answered before the whole request body went out."""
-        rec = self.rec
-        statuses = rec.statuses
-        statuses[status] = statuses.get(status, 0) + 1
-        rec.bytes_in += wire_bytes
-        if body_bytes >= 0:
-            rec.body_bytes_in += body_bytes
-        else:
-            rec.unknown_body_responses += 1
-        spec = self.spec
-        return spec.whole is not None or self.body_pos >= spec.body_len
 
     def protocol_error(self, message: str) -> None:
         self.rec.bytes_in += self.pending_bytes()
@@ -317,18 +315,10 @@ class OpenModel:
 
     intended = 0  # perf_counter_ns the scheduler meant this request to go out
 
-    def response_complete(
-        self, status: int, keep_alive: bool, wire_bytes: int, body_bytes: int
-    ) -> None:
-        now = perf_ns()
-        if not self.in_flight:
-            self.protocol_error(f"an unsolicited {status} response")
-            return
+    def completed(self, now: int, keep_alive: bool) -> None:
         rec = self.rec
         rec.latencies.append((now - self.intended) // 1000)
         rec.latencies_uncorrected.append((now - self.sent_at) // 1000)
-        if not self.tally(status, wire_bytes, body_bytes):
-            keep_alive = False
         self.in_flight = False
         pool = self.pool
         pool.in_flight -= 1

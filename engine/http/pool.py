@@ -1,9 +1,16 @@
 """The pool: the VUs and their connections, what executors start and stop.
 
-It opens each VU's connection (a bounded number of connects at once, with
-back-off after failures), sweeps the requests in flight for timeouts, and in
-the open model keeps the free connections and the backlog of requests that
-found none. The connections themselves are engine/http/client.py's.
+Four jobs, one piece each:
+
+- ``Pool``: the VUs' lifecycle (start, hold, go, stop, abandon, close) and
+  knowing when no request is in flight any more (the closed model);
+- ``OpenPool``: the open model on top: the free connections and the backlog
+  of requests that found none (``try_send``/``release``);
+- ``Connector``: opening one VU's connection, a bounded number of connects at
+  once, with back-off after failures;
+- ``sweep_timeouts``: failing requests in flight past the timeout.
+
+The connections themselves are engine/http/client.py's.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 from common import tcp
 from engine.config import HttpUrl
@@ -33,8 +42,72 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
 
 
+class Connector:
+    """Opens VUs' connections: at most CONNECT_SLOTS connects in progress at
+    once, a timeout on each, back-off after consecutive failures (counted on
+    the VU), each failure recorded as a ``connect`` error."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        url: HttpUrl,
+        timeout: float,
+        recorder: Recorder,
+    ) -> None:
+        self.loop = loop
+        self.url = url
+        self.timeout = timeout
+        self.recorder = recorder
+        self._slots = asyncio.Semaphore(CONNECT_SLOTS)
+
+    async def open(
+        self,
+        vu: VU,
+        factory: Callable[[], ClientConnection],
+        wanted: Callable[[], bool],
+    ) -> ClientConnection | None:
+        """The VU's new connection; None once ``wanted()`` says it is no longer."""
+        while wanted():
+            if vu.failures:
+                await asyncio.sleep(min(BACKOFF_FIRST * 2 ** (vu.failures - 1), BACKOFF_MAX))
+                if not wanted():
+                    return None
+            try:
+                async with self._slots:
+                    if not wanted():
+                        return None
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow
+                    # a cancellation that races with completion (bpo-42130).
+                    async with asyncio.timeout(self.timeout):
+                        _, conn = await self.loop.create_connection(
+                            factory, self.url.host, self.url.port
+                        )
+            except (OSError, TimeoutError) as exc:
+                vu.failures += 1
+                detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+                self.recorder.error("connect", f"{self.url.authority}: {detail}")
+                continue
+            vu.failures = 0
+            return conn
+        return None
+
+
+async def sweep_timeouts(pool: Pool) -> None:
+    """Fail requests in flight longer than the pool's timeout (one pass per tick)."""
+    interval = min(0.1, pool.timeout / 10)
+    while True:
+        await asyncio.sleep(interval)
+        limit = perf_ns() - pool.timeout_ns
+        for vu in pool.vus:
+            conn = vu.conn
+            if conn is not None and conn.in_flight and conn.sent_at < limit:
+                conn.timed_out()
+
+
 class Pool:
-    """The VUs and their connections; what executors start and stop."""
+    """The VUs and their connections (closed model): what executors start and stop."""
+
+    connection_classes = CONNECTIONS
 
     def __init__(
         self,
@@ -45,29 +118,23 @@ class Pool:
         parser: str = "httptools",
         timeout: float = 30.0,
         server_timing: bool = False,
-        open_model: bool = False,
         congestion: str = tcp.AUTO,
     ) -> None:
         self.loop = loop
         self.server_timing = server_timing
         self.congestion = congestion
-        # Open model: idle connections wait here for the scheduler (try_send),
-        # and requests that found none wait here (counted late) for a connection.
-        self.open_model = open_model
-        self.free: collections.deque[ClientConnection] = collections.deque()
-        self.backlog: collections.deque[int] = collections.deque()
         self.url = url
         self.specs = specs
         self.recorder = recorder
-        self.connection_class = (OPEN_CONNECTIONS if open_model else CONNECTIONS)[parser]
+        self.connection_class = self.connection_classes[parser]
         self.timeout = timeout
         self.timeout_ns = int(timeout * 1e9)
         self.deadline_ns = 0
         self.vus: list[VU] = []
         self.in_flight = 0
+        self.connector = Connector(loop, url, timeout, recorder)
         self._idle = asyncio.Event()
         self._connects: set[asyncio.Task] = set()
-        self._connect_slots = asyncio.Semaphore(CONNECT_SLOTS)
         self._sweeper: asyncio.Task | None = None
 
     # -- what executors call -------------------------------------------------
@@ -80,7 +147,7 @@ class Pool:
         """No request starts after this; in-flight ones may finish (up to the timeout)."""
         self.deadline_ns = perf_ns() + int(seconds_from_now * 1e9)
         if self._sweeper is None:
-            self._sweeper = self.loop.create_task(self._sweep())
+            self._sweeper = self.loop.create_task(sweep_timeouts(self))
 
     def start_vu(self, held: bool = False) -> VU:
         """Add a VU and start its loop (``held``: only connect, until go())."""
@@ -111,6 +178,122 @@ class Pool:
     def stop_vu(self, vu: VU) -> None:
         """The VU finishes the request in flight, then stops."""
         vu.running = False
+
+    async def wait_idle(self) -> None:
+        """Until no request is in flight and no VU will start another."""
+        while True:
+            self._idle.clear()
+            if self._quiet():
+                return
+            # The deadline itself can be what makes the pool quiet (an open
+            # model's idle connections): wake up for it too.
+            remaining = (self.deadline_ns - perf_ns()) / 1e9
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining + 0.001):
+                        await self._idle.wait()
+            else:
+                await self._idle.wait()
+
+    def abandon(self) -> int:
+        """Interrupted: give up the requests still in flight; counted apart, not as errors."""
+        count = 0
+        for vu in self.vus:
+            vu.running = False
+            conn = vu.conn
+            if conn is not None and conn.in_flight and not conn.closed:
+                conn.in_flight = False
+                self.in_flight -= 1
+                count += 1
+                conn.transport.close()
+        self.recorder.abandoned += count
+        return count
+
+    async def close(self) -> None:
+        self.recorder.unconnected_vus += sum(1 for vu in self.vus if not vu.connected)
+        for task in list(self._connects):
+            task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for vu in self.vus:
+            vu.running = False
+            conn = vu.conn
+            if conn is not None and not conn.closed:
+                conn.transport.close()
+
+    # -- connections ---------------------------------------------------------
+
+    def _quiet(self) -> bool:
+        if self.in_flight or self._connects:
+            return False
+        now = perf_ns()
+        if now >= self.deadline_ns:
+            return True
+        return not any(vu.running for vu in self.vus)
+
+    def vu_idle(self, vu: VU) -> None:
+        if self._quiet():
+            self._idle.set()
+
+    def _ensure_connection(self, vu: VU) -> None:
+        conn = vu.conn
+        if conn is not None and not conn.closed:
+            if not conn.in_flight and perf_ns() < self.deadline_ns:
+                self.resume(conn)
+            return
+        if not vu.connecting:
+            vu.connecting = True
+            task = self.loop.create_task(self._connect(vu))
+            self._connects.add(task)
+            task.add_done_callback(self._connect_done)
+
+    def _connect_done(self, task: asyncio.Task) -> None:
+        self._connects.discard(task)
+        if self._quiet():
+            self._idle.set()
+
+    async def _connect(self, vu: VU) -> None:
+        def wanted() -> bool:
+            return vu.running and perf_ns() < self.deadline_ns
+
+        try:
+            conn = await self.connector.open(vu, lambda: self.connection_class(vu, self), wanted)
+        finally:
+            vu.connecting = False
+        if conn is None:
+            return
+        vu.conn = conn
+        vu.connected = True
+        if wanted() and not vu.held:
+            self.resume(conn)
+
+    def resume(self, conn: ClientConnection) -> None:
+        """An idle connection goes on: the closed model sends its VU's next request."""
+        conn.send()
+
+    def connection_lost(self, conn: ClientConnection) -> None:
+        vu = conn.vu
+        if vu.conn is conn:
+            vu.conn = None
+        if vu.running and perf_ns() < self.deadline_ns:
+            self._ensure_connection(vu)
+        elif self._quiet():
+            self._idle.set()
+
+
+class OpenPool(Pool):
+    """The open model: the scheduler sends on free connections (``try_send``).
+
+    Idle connections wait in ``free``; requests that found none wait in
+    ``backlog`` (counted late) for the next connection ``release``d.
+    """
+
+    connection_classes = OPEN_CONNECTIONS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.free: collections.deque[ClientConnection] = collections.deque()
+        self.backlog: collections.deque[int] = collections.deque()
 
     def try_send(self, intended_ns: int) -> bool:
         """Open model: send the request due at ``intended_ns`` now if a connection is free.
@@ -157,140 +340,18 @@ class Pool:
             await asyncio.sleep(0.005)
         return sum(1 for vu in self.vus if vu.conn is not None)
 
-    async def wait_idle(self) -> None:
-        """Until no request is in flight and no VU will start another."""
-        while True:
-            self._idle.clear()
-            if self._quiet():
-                return
-            # The deadline itself can be what makes the pool quiet (an open
-            # model's idle connections): wake up for it too.
-            remaining = (self.deadline_ns - perf_ns()) / 1e9
-            if remaining > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining + 0.001):
-                        await self._idle.wait()
-            else:
-                await self._idle.wait()
+    def resume(self, conn: ClientConnection) -> None:
+        self.release(conn)
 
-    def abandon(self) -> int:
-        """Interrupted: give up the requests still in flight; counted apart, not as errors."""
-        count = 0
-        for vu in self.vus:
-            vu.running = False
-            conn = vu.conn
-            if conn is not None and conn.in_flight and not conn.closed:
-                conn.in_flight = False
-                self.in_flight -= 1
-                count += 1
-                conn.transport.close()
-        self.recorder.abandoned += count
-        return count
+    def _quiet(self) -> bool:
+        if self.backlog and perf_ns() < self.deadline_ns:
+            # Late requests still waiting at the end never start (close() counts
+            # them as dropped): only before the deadline do they keep the run going.
+            return False
+        return super()._quiet()
 
     async def close(self) -> None:
         # Late requests still waiting when the run ends never went out: dropped.
         self.recorder.dropped += len(self.backlog)
-        self.recorder.unconnected_vus += sum(1 for vu in self.vus if not vu.connected)
         self.backlog.clear()
-        for task in list(self._connects):
-            task.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        for vu in self.vus:
-            vu.running = False
-            conn = vu.conn
-            if conn is not None and not conn.closed:
-                conn.transport.close()
-
-    # -- connections ---------------------------------------------------------
-
-    def _quiet(self) -> bool:
-        if self.in_flight or self._connects:
-            return False
-        now = perf_ns()
-        if now >= self.deadline_ns:
-            # Late requests still waiting at the end never start (close() counts
-            # them as dropped): they must not keep the run going.
-            return True
-        return not self.backlog and not any(vu.running for vu in self.vus)
-
-    def vu_idle(self, vu: VU) -> None:
-        if self._quiet():
-            self._idle.set()
-
-    def _ensure_connection(self, vu: VU) -> None:
-        conn = vu.conn
-        if conn is not None and not conn.closed:
-            if not conn.in_flight and perf_ns() < self.deadline_ns:
-                if self.open_model:
-                    self.release(conn)
-                else:
-                    conn.send()
-            return
-        if not vu.connecting:
-            vu.connecting = True
-            task = self.loop.create_task(self._connect(vu))
-            self._connects.add(task)
-            task.add_done_callback(self._connect_done)
-
-    def _connect_done(self, task: asyncio.Task) -> None:
-        self._connects.discard(task)
-        if self._quiet():
-            self._idle.set()
-
-    async def _connect(self, vu: VU) -> None:
-        try:
-            while vu.running and perf_ns() < self.deadline_ns:
-                if vu.failures:
-                    await asyncio.sleep(min(BACKOFF_FIRST * 2 ** (vu.failures - 1), BACKOFF_MAX))
-                    if not (vu.running and perf_ns() < self.deadline_ns):
-                        return
-                try:
-                    async with self._connect_slots:
-                        if not (vu.running and perf_ns() < self.deadline_ns):
-                            return
-                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow
-                        # a cancellation that races with completion (bpo-42130).
-                        async with asyncio.timeout(self.timeout):
-                            _, conn = await self.loop.create_connection(
-                                lambda: self.connection_class(vu, self),
-                                self.url.host,
-                                self.url.port,
-                            )
-                except (OSError, TimeoutError) as exc:
-                    vu.failures += 1
-                    detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-                    self.recorder.error("connect", f"{self.url.authority}: {detail}")
-                    continue
-                vu.conn = conn
-                vu.connecting = False
-                vu.connected = True
-                vu.failures = 0
-                if vu.running and perf_ns() < self.deadline_ns and not vu.held:
-                    if self.open_model:
-                        self.release(conn)
-                    else:
-                        conn.send()
-                return
-        finally:
-            vu.connecting = False
-
-    def connection_lost(self, conn: ClientConnection) -> None:
-        vu = conn.vu
-        if vu.conn is conn:
-            vu.conn = None
-        if vu.running and perf_ns() < self.deadline_ns:
-            self._ensure_connection(vu)
-        elif self._quiet():
-            self._idle.set()
-
-    async def _sweep(self) -> None:
-        """Fail requests in flight longer than the timeout (one pass per tick)."""
-        interval = min(0.1, self.timeout / 10)
-        while True:
-            await asyncio.sleep(interval)
-            limit = perf_ns() - self.timeout_ns
-            for vu in self.vus:
-                conn = vu.conn
-                if conn is not None and conn.in_flight and conn.sent_at < limit:
-                    conn.timed_out()
+        await super().close()

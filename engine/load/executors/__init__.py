@@ -1,7 +1,8 @@
 """Executors: how many VUs run, and when they start and stop.
 
 Executors never touch the network. They are handed a ``VUPool`` (the real
-one is ``engine.http.pool.Pool``; tests use a fake whose "request" is a sleep)
+one is ``engine.http.pool.Pool``; the arrival-rate executors an ``OpenVUPool``,
+``engine.http.pool.OpenPool``; tests use fakes whose "request" is a sleep)
 and only start VUs, stop VUs and set the deadline after which no request
 starts.
 """
@@ -19,7 +20,7 @@ Announce = Callable[[str], None]
 
 
 class VUPool(Protocol):
-    """What an executor may ask of the pool (engine/http/client.py's Pool)."""
+    """What an executor may ask of the pool (engine/http/pool.py's Pool)."""
 
     recorder: Any  # the Recorder: the open model counts its schedule there
 
@@ -38,14 +39,18 @@ class VUPool(Protocol):
     def stop_vu(self, vu: object) -> None:
         """The VU stops after its request in flight."""
 
-    async def ready(self, timeout: float) -> int:
-        """Open model: until the connections are open; how many are."""
-
-    def try_send(self, intended_ns: int) -> bool:
-        """Open model: send the request due at ``intended_ns`` on a free connection."""
-
     async def wait_idle(self) -> None:
         """Until no request is in flight."""
+
+
+class OpenVUPool(VUPool, Protocol):
+    """What the open model's executors also ask (engine/http/pool.py's OpenPool)."""
+
+    async def ready(self, timeout: float) -> int:
+        """Until the connections are open; how many are."""
+
+    def try_send(self, intended_ns: int) -> bool:
+        """Send the request due at ``intended_ns`` on a free connection."""
 
 
 class Executor(Protocol):
@@ -63,6 +68,7 @@ __all__ = [
     "ConstantArrivalRate",
     "ConstantVUs",
     "Executor",
+    "OpenVUPool",
     "RampingArrivalRate",
     "RampingVUs",
     "VUPool",
