@@ -128,7 +128,7 @@ http {{
   keepalive_requests 10000000;
   server {{
     listen 127.0.0.1:{port}{reuseport};
-    client_max_body_size 0;
+    client_max_body_size 0;{extra}
     location / {{ default_type application/json; return 200 '{body}'; }}
     location /big {{ root {dir}/www; default_type application/octet-stream; }}
     location /upload {{ default_type application/json; return 200 '{body}'; }}
@@ -137,9 +137,12 @@ http {{
 """
 
 
-def start_nginx(body: bytes, pin: list[str], big_size: int = MIB, workers: int = 1) -> Server:
+def start_nginx(
+    body: bytes, pin: list[str], big_size: int = MIB, workers: int = 1, extra: str = ""
+) -> Server:
     """nginx (one worker unless told): `/` answers ``body``, `/big` is a static file,
-    `/upload` discards. Several workers get a listening socket each (reuseport)."""
+    `/upload` discards. Several workers get a listening socket each (reuseport).
+    ``extra`` is more directives for the server block (e.g. an add_header)."""
 
     def prepare(workdir: Path, port: int) -> str:
         (workdir / "www").mkdir(mode=0o755)
@@ -151,6 +154,7 @@ def start_nginx(body: bytes, pin: list[str], big_size: int = MIB, workers: int =
             body=body.decode(),
             workers=workers,
             reuseport=" reuseport" if workers > 1 else "",
+            extra=f"\n    {extra}" if extra else "",
         )
 
     return start_nginx_with(prepare, pin)

@@ -21,6 +21,7 @@ from cli.options import (
     CookieOption,
     ExpectStatusOption,
     HeaderOption,
+    MemoOption,
     NodeOption,
     ParserOption,
     RepointOption,
@@ -148,6 +149,7 @@ def run(
     ] = None,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     parser: ParserOption = "httptools",
+    memo: MemoOption = True,
     csv: Annotated[
         Path | None, typer.Option(help="Append one result row to this CSV file.")
     ] = None,
@@ -223,6 +225,7 @@ def run(
         delay=delay,
         timeout=timeout,
         parser=parser,
+        memo=memo,
         congestion=congestion,
         csv=str(csv) if csv else None,
         json=str(json) if json else None,
@@ -323,6 +326,7 @@ def suite(
     ),
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
     parser: ParserOption = "httptools",
+    memo: MemoOption = True,
     congestion: Annotated[
         str, typer.Option(help=tcp.HELP + " --embedded passes it to chansink and chanproxy.")
     ] = tcp.AUTO,
@@ -365,6 +369,7 @@ def suite(
         channel_url=channel_url,
         timeout=timeout,
         parser=parser,
+        memo=memo,
         congestion=congestion,
         quiet=True,
         target_pid=target_pid,

@@ -106,6 +106,14 @@ def chansink(
     header_timeout: HeaderTimeoutOption = DEFAULT_HEADER_TIMEOUT_S,
     idle_timeout: IdleTimeoutOption = DEFAULT_IDLE_TIMEOUT_S,
     congestion: CongestionOption = tcp.AUTO,
+    memo: Annotated[
+        bool,
+        typer.Option(
+            help="Answer a request that arrives again byte for byte (a load generator's"
+            " repeats) from a memo, without parsing it; --no-memo parses every request."
+            " The totals line counts memo_hits."
+        ),
+    ] = True,
     version: VersionOption = None,
 ) -> None:
     try:
@@ -123,6 +131,7 @@ def chansink(
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             congestion=congestion,
+            memo=memo,
         )
     except ConfigError as exc:
         raise fail("chansink", str(exc), 2) from None

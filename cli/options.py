@@ -66,6 +66,15 @@ ParserOption = Annotated[
         " per response)."
     ),
 ]
+MemoOption = Annotated[
+    bool,
+    typer.Option(
+        help="Count a response that arrives again byte for byte (a server's repeated answer)"
+        " from a memo, without parsing it; the JSON's memo_hits says how many were."
+        " --no-memo parses every response: what chanload costs when every response differs"
+        " (a proxy's request ids).",
+    ),
+]
 TargetPidOption = Annotated[
     int | None,
     typer.Option(

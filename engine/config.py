@@ -181,6 +181,7 @@ class RunConfig:
     delay: int | None = None  # ms; None: the scenario's default, else none
     timeout: float = DEFAULT_TIMEOUT
     parser: str = "httptools"
+    memo: bool = True  # count a response read again byte for byte from the framer's memo
     csv: str | None = None
     json: str | None = None
     quiet: bool = False

@@ -87,10 +87,12 @@ async def load(
         config.timeout,
         server_timing=server_timing,
         congestion=config.congestion,
+        memo=config.memo,
     )
     if start_at is not None:
         await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     started = time.time()
     if on_start is not None:
         on_start()
@@ -104,6 +106,8 @@ async def load(
         if recorder.has_news() or not recorder.series:
             recorder.snapshot(elapsed, max(elapsed - last, 1e-3), pool.running_vus)
         await pool.close()
+        # This process's CPU over the load: the generator's self-check.
+        recorder.cpu_seconds.append(time.process_time() - cpu0)
     return elapsed, started
 
 

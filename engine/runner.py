@@ -131,6 +131,7 @@ async def _drive(
     interrupted = False
     started = time.time()
     elapsed = 0.0
+    cpu0 = time.process_time()
     try:
         if workers > 1:
             elapsed, started = await run_workers(
@@ -144,6 +145,8 @@ async def _drive(
                 announce=announce,
                 stop=stop,
             )
+            # The parent's share: it relays ticks and samples memory.
+            recorder.cpu_seconds.append(time.process_time() - cpu0)
         else:
             elapsed, started = await drive.load(
                 config,

@@ -54,6 +54,7 @@ class SinkConfig:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
     congestion: str = tcp.AUTO
+    memo: bool = True  # answer a request read again byte for byte without parsing it
 
     def __post_init__(self) -> None:
         problems = self.problems()

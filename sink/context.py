@@ -30,6 +30,7 @@ class SinkStats:
         "body_bytes_in",
         "bytes_in",
         "bytes_out",
+        "memo_hits",
         "open",
         "requests",
         "responses",
@@ -46,6 +47,7 @@ class SinkStats:
         self.body_bytes_in = 0
         self.bytes_out = 0
         self.timed_out = 0  # connections closed by --header-timeout or --idle-timeout
+        self.memo_hits = 0  # requests answered from the read memo, without a parse
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -153,6 +153,7 @@ class SinkProtocol(ReadMemo, asyncio.BufferedProtocol):
                 stats.responses += 1
                 stats.body_bytes_in += self._memo_body
                 stats.bytes_out += len(data)
+                stats.memo_hits += 1
                 self._head_started = self._ctx.clock
                 self._memo_used = True
                 self._transport.write(data)
@@ -192,6 +193,7 @@ class SinkProtocol(ReadMemo, asyncio.BufferedProtocol):
                 and self._ended
                 and stats.requests == requests + 1
                 and nbytes <= MEMO_MAX
+                and self._ctx.config.memo
             ):
                 self._memoise(nbytes, url, stats.body_bytes_in - body_bytes)
         if self._expect_continue:

@@ -112,6 +112,7 @@ class PoolSide(Protocol):
     recorder: Recorder
     specs: tuple[RequestSpec, ...]
     server_timing: bool
+    memo: bool
     congestion: str
     timeout: float
     deadline_ns: int  # no request starts after this (perf_counter_ns)
@@ -142,6 +143,8 @@ class ClientConnection:
         self.reusable = True
         self.failed = False  # an error was already counted for the request in flight
         self.wants_server_timing = pool.server_timing
+        self.memo = pool.memo
+        self.memo_tally = self.rec  # memo hits are counted in the Recorder
 
     # -- asyncio callbacks ---------------------------------------------------
 
@@ -289,7 +292,9 @@ class ClientConnection:
         for name, ms in parse_server_timing(value):
             values = pending.get(name)
             if values is None:
-                values = pending[name] = []
+                values = self.rec.timing_slot(name)
+                if values is None:
+                    continue  # past the limit of names: counted as ignored
             values.append(int(ms * 1000))
 
     def timed_out(self) -> None:

@@ -7,7 +7,8 @@ Two framers behind one interface:
 - ``HttptoolsFramer`` (default): llhttp through httptools, only the callbacks
   the hot path needs. Body bytes are never copied: they are counted as the
   response's wire bytes minus its header section, which is found with one
-  ``bytes.find`` per response.
+  ``bytes.find`` per response; a chunked body's framing is told apart by
+  following its chunk-size lines (engine/http/chunked.py).
 - ``H11Framer`` (``--parser h11``): h11's strict state machine, which checks
   every rule of RFC 9112 and costs ~30 us per response (measured).
 
@@ -17,19 +18,21 @@ interim (1xx) responses are skipped and counted. Malformed input goes to
 report, not a crash. Framers are mixed into the client protocol (so the hot
 path has no extra call per read), hence no ``__slots__`` here.
 
-About 400 lines: both framers stay in one file because they answer to one
+About 450 lines: both framers stay in one file because they answer to one
 interface and one set of tests (tests/unit/test_http1.py feeds both the same bytes).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 
 import h11
 import httptools
 
 from common import __version__
 from common.memo import MEMO_MAX, ReadMemo
+from engine.http.chunked import ChunkedBody, is_chunked
 
 USER_AGENT = f"chanload/{__version__}"
 _HEAD_END = b"\r\n\r\n"
@@ -90,6 +93,9 @@ class ResponseFramer:
     interim_responses: int = 0
     # Look for a Server-Timing header in each response head (off: no cost).
     wants_server_timing: bool = False
+    # Learn the read memo (common/memo.py); --no-memo turns it off, so every
+    # response is parsed (what the generator costs when responses all differ).
+    memo: bool = True
 
     def feed(self, data: bytes) -> None:
         raise NotImplementedError
@@ -134,6 +140,15 @@ READ_VIEW = memoryview(READ_BUFFER)
 GET_READ_BUFFER = collections.defaultdict(lambda: READ_BUFFER).__getitem__
 
 
+class MemoTally:
+    """Where a framer counts the responses its memo answered (a Recorder in a run)."""
+
+    __slots__ = ("memo_hits",)
+
+    def __init__(self) -> None:
+        self.memo_hits = 0
+
+
 class HttptoolsFramer(ReadMemo, ResponseFramer):
     """Responses parsed by llhttp; body bytes counted, never copied.
 
@@ -150,12 +165,19 @@ class HttptoolsFramer(ReadMemo, ResponseFramer):
         # here a C-level callable: no Python frame) takes them out.
         self._ended: list[bool] = [True]
         self.on_message_begin = self._ended.clear
+        # llhttp marks each chunk header here (a C-level call, only for
+        # chunked bodies): a chunked body with no follower (a Transfer-Encoding
+        # header spelt in a way is_chunked did not look for) has an unknown payload.
+        self._chunk_marks: list[bool] = []
+        self.on_chunk_header = functools.partial(self._chunk_marks.append, True)
+        self._chunks: ChunkedBody | None = None  # follows the current body when chunked
         self._parser = httptools.HttpResponseParser(self)
         self._messages = 0  # responses (final or interim) completed in this read
         # The last response that came whole in one read: the same bytes again
         # are the same response, counted without parsing them (see
         # buffer_updated). Its length is -1 until there is one.
         self._memo_reset()
+        self.memo_tally: MemoTally = MemoTally()  # the client puts its Recorder here
         self._memo_status = 0
         self._memo_body = 0
         self._wire = 0  # bytes of the current response so far
@@ -187,18 +209,23 @@ class HttptoolsFramer(ReadMemo, ResponseFramer):
             and READ_BUFFER.startswith(self._memo)
         ):
             self._memo_used = True
+            self.memo_tally.memo_hits += 1
             self.response_complete(self._memo_status, True, n, self._memo_body)
             return
         wire = self._wire
         at_boundary = wire == 0 and bool(self._ended)
         self._messages = 0
         head_now = False
+        start = 0  # where this read's body bytes begin, for a chunked body's follower
         if self._head_end < 0:
+            start = n
             if wire == 0:  # the first read of a response: nearly always holds the head
                 i = READ_BUFFER.find(_HEAD_END, 0, n)
                 if i >= 0:
-                    self._head_end = i + 4
+                    self._head_end = start = i + 4
                     head_now = True
+                    if is_chunked(READ_BUFFER, start):
+                        self._chunks = ChunkedBody()
                     if self.wants_server_timing:
                         value = find_server_timing(READ_BUFFER, i + 2)
                         if value is not None:
@@ -218,10 +245,23 @@ class HttptoolsFramer(ReadMemo, ResponseFramer):
         except httptools.HttpParserError as exc:
             self.protocol_error(f"malformed response: {exc}")
             return
+        chunks = self._chunks
+        if chunks is not None and start < n:
+            chunks.feed(READ_BUFFER, start, n)
         if self._done:
             # After a 1xx the first header section found was the interim one:
             # the body size of such a response is not known, so report -1.
-            body = -1 if self._interim or self._head_end < 0 else self._wire - self._head_end
+            if self._interim or self._head_end < 0:
+                body = -1
+            elif chunks is not None:
+                body = chunks.result()
+            elif self._chunk_marks:
+                body = -1
+            else:
+                body = self._wire - self._head_end
+            if chunks is not None or self._chunk_marks:
+                self._chunks = None
+                self._chunk_marks.clear()
             wire = self._wire
             if (
                 at_boundary
@@ -230,6 +270,7 @@ class HttptoolsFramer(ReadMemo, ResponseFramer):
                 and self._keep_alive
                 and n <= MEMO_MAX
                 and not self.wants_server_timing
+                and self.memo
             ):
                 self._memoise(n, self._status, body)
             self._wire = 0
@@ -266,6 +307,10 @@ class HttptoolsFramer(ReadMemo, ResponseFramer):
             self._head_end = i + 4
             self._head_data = bytes(acc[: i + 4])
             self._acc = None
+            if is_chunked(acc, i + 4):
+                # Its body bytes so far are in acc, this read's included.
+                self._chunks = ChunkedBody()
+                self._chunks.feed(acc, i + 4, len(acc))
             if self.wants_server_timing:
                 value = find_server_timing(acc, i + 2)
                 if value is not None:

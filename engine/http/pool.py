@@ -119,9 +119,11 @@ class Pool:
         timeout: float = 30.0,
         server_timing: bool = False,
         congestion: str = tcp.AUTO,
+        memo: bool = True,
     ) -> None:
         self.loop = loop
         self.server_timing = server_timing
+        self.memo = memo
         self.congestion = congestion
         self.url = url
         self.specs = specs

@@ -35,6 +35,7 @@ SUMMED = (
     "body_bytes_in",
     "body_bytes_out",
     "unknown_body_responses",
+    "memo_hits",
     "out_of_range",
     "preflight_requests",
     "concurrency",
@@ -120,12 +121,16 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     memories = [r.get("memory") for r in runs if r.get("memory")]
     out["memory"] = memories[0] if len(memories) == 1 else None
     out["memory_verdict"] = runs[0].get("memory_verdict") if len(memories) == 1 else None
+    # Each machine's generator checked itself; the busiest one speaks for the merge.
+    cpus = [r["generator_cpu"] for r in runs if r.get("generator_cpu")]
+    out["generator_cpu"] = max(cpus, key=lambda c: c["busiest_process"]) if cpus else None
     out["merged_from"] = [
         {
             "hostname": (r.get("environment") or {}).get("hostname"),
             "started_at": r.get("started_at"),
             "total_requests": r.get("total_requests"),
             "concurrency": r.get("concurrency"),
+            "generator_cpu": r.get("generator_cpu"),
         }
         for r in runs
     ]
@@ -251,6 +256,7 @@ def merge_timing(timings: list[dict | None]) -> dict | None:
         "lost": None,
         "source": present[0].get("source", ""),
         "unresolved": _sum_maps(unresolved) if unresolved else None,
+        "ignored": sum(t.get("ignored") or 0 for t in present),
         "plug_overhead_mean_us": plug_overhead(
             {name: e["mean_us"] for name, e in out_events.items()}
         ),

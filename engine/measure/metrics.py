@@ -16,6 +16,11 @@ from hdrh.histogram import HdrHistogram
 
 from engine.measure.statuses import DEFAULT, ExpectedStatuses
 
+# Distinct Server-Timing metric names kept per run: each costs a histogram, so
+# a target naming a new metric in every response cannot grow our memory
+# without bound. Metrics under other names are counted (timing_ignored).
+MAX_TIMING_NAMES = 16
+
 # 1 us .. 1 h at 3 significant digits: wrk2 and k6 report at this precision.
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
@@ -63,6 +68,7 @@ class Recorder:
         self.bytes_out = 0
         self.body_bytes_in = 0
         self.body_bytes_out = 0
+        self.memo_hits = 0  # responses counted from the framer's read memo (no parse)
         # Rare events.
         self.errors: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
         self.error_samples: dict[str, str] = {}
@@ -77,6 +83,8 @@ class Recorder:
         self.abandoned = 0
         # VUs that never got a connection (still connecting, or failing, at the end).
         self.unconnected_vus = 0
+        # CPU seconds each chanload process used over the load (workers: one each).
+        self.cpu_seconds: list[float] = []
         self.histogram_uncorrected = new_histogram()
         self.send_lag = new_histogram()
         self.dispatch_lag = new_histogram()
@@ -84,6 +92,8 @@ class Recorder:
         self.timing_pending: dict[str, list[int]] = {}
         self.timing: dict[str, HdrHistogram] = {}
         self.timing_stats: dict[str, list[int]] = {}  # name -> [count, sum, min, max]
+        self.timing_names: set[str] = set()  # at most MAX_TIMING_NAMES
+        self.timing_ignored = 0  # metric values under a name past the limit
         # Exact extremes (the histogram's are bucket edges, 0.1% off).
         self.min_us: int | None = None
         self.max_us: int | None = None
@@ -94,6 +104,18 @@ class Recorder:
         self.series: list[Snapshot] = []
 
     # -- recording (beyond the hot path's direct appends) ---------------------
+
+    def timing_slot(self, name: str) -> list[int] | None:
+        """The pending list for a metric ``name`` not pending yet; None (and
+        counted as ignored) when MAX_TIMING_NAMES other names came first."""
+        names = self.timing_names
+        if name not in names:
+            if len(names) >= MAX_TIMING_NAMES:
+                self.timing_ignored += 1
+                return None
+            names.add(name)
+        values = self.timing_pending[name] = []
+        return values
 
     def error(self, kind: str, detail: str = "") -> None:
         self.errors[kind] += 1
@@ -253,6 +275,7 @@ class Recorder:
         "body_bytes_in",
         "body_bytes_out",
         "unknown_body_responses",
+        "memo_hits",
         "interim_responses",
         "out_of_range",
         "scheduled",
@@ -260,6 +283,7 @@ class Recorder:
         "dropped",
         "abandoned",
         "unconnected_vus",
+        "timing_ignored",
     )
     HISTOGRAMS = ("histogram", "histogram_uncorrected", "send_lag", "dispatch_lag")
 
@@ -276,6 +300,7 @@ class Recorder:
             "histograms": {name: _encode(getattr(self, name)) for name in self.HISTOGRAMS},
             "timing": {name: _encode(h) for name, h in self.timing.items()},
             "timing_stats": {name: list(v) for name, v in self.timing_stats.items()},
+            "cpu_seconds": list(self.cpu_seconds),
             "series": [asdict(snap) for snap in self.series],
         }
 
@@ -289,6 +314,7 @@ class Recorder:
         for state in states:
             for name, value in state["counters"].items():
                 setattr(self, name, getattr(self, name) + value)
+            self.cpu_seconds += state["cpu_seconds"]
             for status, n in state["statuses"].items():
                 self.statuses[status] = self.statuses.get(status, 0) + n
             for kind, n in state["errors"].items():
@@ -301,9 +327,13 @@ class Recorder:
                     setattr(self, attr, theirs if ours is None else pick(ours, theirs))
             for name, text in state["histograms"].items():
                 _add_encoded(getattr(self, name), text)
-            for name, text in state["timing"].items():
-                _add_encoded(self.timing.setdefault(name, new_histogram()), text)
             for name, (count, total, low, high) in state["timing_stats"].items():
+                # Each worker kept its first names; together they keep the first ones seen here.
+                if name not in self.timing_names and len(self.timing_names) >= MAX_TIMING_NAMES:
+                    self.timing_ignored += count
+                    continue
+                self.timing_names.add(name)
+                _add_encoded(self.timing.setdefault(name, new_histogram()), state["timing"][name])
                 mine = self.timing_stats.get(name)
                 if mine is None:
                     self.timing_stats[name] = [count, total, low, high]

@@ -114,6 +114,23 @@ class MemorySummary:
         return self.end_bytes - self.start_bytes
 
 
+# At this share of a core, a chanload process may be what limits the run.
+BUSY_CPU = 0.9
+
+
+def generator_cpu(seconds: list[float], elapsed: float) -> dict[str, Any] | None:
+    """``{"cores", "busiest_process", "processes", "busy"}`` from each process's CPU seconds."""
+    if not seconds or elapsed <= 0:
+        return None
+    busiest = max(seconds) / elapsed
+    return {
+        "cores": round(sum(seconds) / elapsed, 3),
+        "busiest_process": round(busiest, 3),
+        "processes": len(seconds),
+        "busy": busiest >= BUSY_CPU,
+    }
+
+
 @dataclass
 class RunResult:
     scenario: str
@@ -155,6 +172,11 @@ class RunResult:
     config: dict[str, Any]
     environment: dict[str, str]
     preflight_requests: int = 0
+    # Responses counted from the read memo, without a parse (0 with --no-memo).
+    memo_hits: int = 0
+    # The generator's self-check: chanload's own CPU over the load, in cores
+    # (CPU seconds per second), all processes and the busiest one.
+    generator_cpu: dict[str, Any] | None = None
     memory: MemorySummary | None = None
     memory_verdict: str | None = None
     server_timing: dict[str, Any] | None = None
@@ -263,6 +285,7 @@ class RunResult:
             config=config,
             environment=environment(),
             preflight_requests=preflight_requests,
+            memo_hits=recorder.memo_hits,
             memory=memory,
             interrupted=interrupted,
             abandoned=recorder.abandoned,
@@ -272,6 +295,7 @@ class RunResult:
             failed_5xx=failed["5xx"],
             failed_other=failed["other"],
             expect_status=recorder.expected.text,
+            generator_cpu=generator_cpu(recorder.cpu_seconds, elapsed),
         )
         if target_rate is not None:
             result._open_model(recorder, target_rate, elapsed)

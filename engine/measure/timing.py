@@ -64,6 +64,8 @@ class ServerTiming:
     # (today's :inbound metadata: unknown_channel, invalid_uuid); None when
     # the source cannot tell.
     unresolved: dict[str, int] | None = None
+    # Server-Timing header: metric values under names past the limit (16 per run).
+    ignored: int = 0
 
     @property
     def plug_overhead_mean_us(self) -> float | None:

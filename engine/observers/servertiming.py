@@ -20,7 +20,7 @@ SEED_EVENTS = {"total": "request", "lookup": "fetch_channel", "upstream": "upstr
 def summarise(recorder: Recorder) -> dict | None:
     """The ServerTiming dict (the shape Lightning's collector gives) from a Recorder."""
     recorder.fold()
-    if not recorder.timing:
+    if not recorder.timing and not recorder.timing_ignored:
         return None
     events = {}
     for name, h in recorder.timing.items():
@@ -36,7 +36,8 @@ def summarise(recorder: Recorder) -> dict | None:
             p99_us=int(pct[99]),
             histogram=h.encode().decode("ascii"),
         )
-    return ServerTiming(events, source="Server-Timing header").as_dict()
+    timing = ServerTiming(events, source="Server-Timing header", ignored=recorder.timing_ignored)
+    return timing.as_dict()
 
 
 class HeaderTiming(Observer):

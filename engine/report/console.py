@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.measure.metrics import MAX_TIMING_NAMES
 from engine.measure.result import RunResult
 from engine.measure.statuses import DEFAULT_EXPECT
 from engine.measure.units import format_bytes, format_bytes_delta, format_us
@@ -99,6 +100,7 @@ def summary(result: RunResult) -> str:
     elapsed = max(result.duration_s, 1e-9)
     if result.target_rate is not None:
         lines += open_model_section(result)
+    lines += generator_lines(result)
     lines += [
         f" Data:        in {format_bytes(result.bytes_in)}"
         f" ({format_bytes(result.bytes_in / elapsed)}/s),"
@@ -157,6 +159,26 @@ def error_breakdown(result: RunResult) -> str:
     return ", ".join(parts)
 
 
+def generator_lines(result: RunResult) -> list[str]:
+    """chanload's own CPU over the load, and a warning when it may be the bottleneck."""
+    cpu = result.generator_cpu
+    if not cpu:
+        return []
+    busiest = cpu["busiest_process"]
+    line = f" Generator:   CPU {cpu['cores']:.2f} cores"
+    if cpu["processes"] > 1:
+        line += f" in {cpu['processes']} processes (busiest {busiest:.0%} of a core)"
+    else:
+        line += f" ({busiest:.0%} of a core)"
+    lines = [line]
+    if cpu["busy"]:
+        lines.append(
+            f" WARNING:     chanload used {busiest:.0%} of a core: these numbers may measure"
+            " chanload rather than the target (try --workers, or a second machine and merge)"
+        )
+    return lines
+
+
 def timing_section(result: RunResult) -> list[str]:
     """The seed's "Channel Proxy Timing (server-side)" block, plus Plug overhead."""
     timing = result.server_timing
@@ -195,6 +217,11 @@ def timing_section(result: RunResult) -> list[str]:
         lines.append(
             f"     (events: Total request = {used['total']}, DB lookup = {used['db_lookup']},"
             f" Upstream proxy = {used['upstream']})"
+        )
+    if timing.get("ignored"):
+        lines.append(
+            f"     Ignored: {timing['ignored']} metric values under names past the first"
+            f" {MAX_TIMING_NAMES} (kept per run, so a target cannot grow chanload's memory)"
         )
     unresolved = {k: n for k, n in (timing.get("unresolved") or {}).items() if n}
     if unresolved:

@@ -117,6 +117,78 @@ def test_large_bodies_are_counted_to_the_byte(sink, tmp_path, parser):
     assert sink.summary["body_bytes_in"] == up["body_bytes_out"]
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("size", [5000, MIB + 7])
+def test_chunked_responses_count_their_payload_not_their_framing(
+    sink_factory, tmp_path, parser, size
+):
+    # Today's Lightning re-frames every answer as chunked: its body bytes are
+    # the payload, as with Content-Length (chansink --chunked sends them so).
+    sink = sink_factory("--chunked")
+    run = run_chanload(
+        tmp_path,
+        "--scenario",
+        "large_response",
+        "--channel-url",
+        sink.url,
+        *common(sink, parser, "--response-size", str(size), duration="1"),
+    )
+    assert run.code == 0, run.stderr
+    r = run.result
+    assert r["responses"] > 0
+    assert r["unknown_body_responses"] == 0
+    assert r["body_bytes_in"] == r["responses"] * size
+    assert r["bytes_in"] > r["body_bytes_in"]  # heads and chunk framing are on the wire
+
+
+def test_the_generator_reports_its_own_cpu(sink, tmp_path):
+    run = run_chanload(
+        tmp_path,
+        "--scenario",
+        "direct_sink",
+        "--sink",
+        sink.url,
+        "--duration",
+        "1.5",
+        "--concurrency",
+        "4",
+    )
+    assert run.code == 0, run.stderr
+    cpu = run.result["generator_cpu"]
+    assert cpu["processes"] == 1
+    # A process with one event loop uses at most one core (and some, to send requests).
+    assert 0 < cpu["cores"] == cpu["busiest_process"] <= 1.05
+    assert cpu["busy"] is (cpu["busiest_process"] >= 0.9)
+    assert f"Generator:   CPU {cpu['cores']:.2f} cores" in run.stdout
+    assert ("may measure chanload rather than the target" in run.stdout) is cpu["busy"]
+
+
+@pytest.mark.parametrize("memo", [True, False])
+def test_memo_hits_are_counted_and_no_memo_turns_the_memo_off(sink_factory, tmp_path, memo):
+    off = () if memo else ("--no-memo",)
+    sink = sink_factory(*off)
+    run = run_chanload(
+        tmp_path,
+        "--scenario",
+        "direct_sink",
+        "--sink",
+        sink.url,
+        *common(sink, "httptools", *off, duration="1.5"),
+    )
+    assert run.code == 0, run.stderr
+    r = run.result
+    assert r["config"]["memo"] is memo
+    assert_counts_match_the_sink(run, sink)  # the same counts, parsed or not
+    if memo:
+        # One request in flight per connection: each read is one whole answer,
+        # the same bytes as the last one within the second of its Date.
+        assert r["memo_hits"] > r["responses"] / 2
+        assert sink.summary["memo_hits"] > sink.summary["requests"] / 2
+    else:
+        assert r["memo_hits"] == 0
+        assert sink.summary["memo_hits"] == 0
+
+
 def test_mixed_methods_uses_all_five(sink_factory, tmp_path):
     sink = sink_factory("--access-log")
     run = run_chanload(

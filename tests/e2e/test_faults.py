@@ -65,6 +65,7 @@ CASES = {
     "endless_chunked": {"timeout"},
     "endless_headers": {"protocol"},
     "never_answer": {"timeout"},
+    "timing_names": set(),
 }
 
 
@@ -142,3 +143,25 @@ def test_a_killed_sink_gives_connect_errors_and_a_restarted_one_is_used_again(tm
     # traffic before the kill and after the restart
     assert r["series"][0]["requests"] > 0
     assert r["series"][-1]["requests"] > 0 or r["series"][-2]["requests"] > 0
+
+
+def test_server_timing_keeps_sixteen_metric_names_and_counts_the_rest(tmp_path):
+    # Each response names a new metric beside "total": chanload keeps "total"
+    # and the first 15 others, and counts every later value as ignored.
+    proc, port = start_misbehaving(tmp_path, "timing_names")
+    try:
+        url = f"http://127.0.0.1:{port}/x"
+        run = run_chanload(
+            tmp_path, "--scenario", "happy_path", "--channel-url", url,
+            "--sink", url.rsplit("/", 1)[0], "--duration", "1", "--concurrency", "2",
+        )  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert run.code == 0, run.stderr + run.stdout[-2000:]
+    r = run.result
+    timing = r["server_timing"]
+    assert len(timing["events"]) == 16
+    assert timing["events"]["request"]["count"] == r["responses"]  # "total" is always kept
+    assert timing["ignored"] == r["responses"] - 15
+    assert f"Ignored: {timing['ignored']} metric values" in run.stdout

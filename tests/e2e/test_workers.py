@@ -71,6 +71,11 @@ def test_two_workers_share_a_closed_model_run(sink, tmp_path):
     assert r["series"][0]["vus"] == 6 and 1.0 <= r["series"][0]["t"] < 1.2
     assert r["p50_us"] <= r["p99_us"] <= r["max_us"]
     assert "Requests:" in stdout
+    # The self-check counts each worker and the parent; none can pass a whole core.
+    cpu = r["generator_cpu"]
+    assert cpu["processes"] == 3
+    assert 0 < cpu["busiest_process"] <= cpu["cores"] <= 3 * 1.05
+    assert "in 3 processes (busiest" in stdout
     assert not worker_pids(proc.pid)  # the workers are gone
 
 

@@ -103,6 +103,16 @@ async def endless_headers(writer):
         await asyncio.sleep(0.0005)
 
 
+_timing_names = iter(range(10**9))
+
+
+async def timing_names(writer):
+    # A valid answer whose Server-Timing names a new metric every time.
+    timing = b"total;dur=2.5, m%d;dur=1" % next(_timing_names)
+    writer.write(OK.replace(b"\r\n\r\n", b"\r\nserver-timing: " + timing + b"\r\n\r\n", 1))
+    return True
+
+
 async def never_answer(writer):
     await _hold(writer)
     return False
@@ -123,6 +133,7 @@ FAULTS = {
         endless_chunked,
         endless_headers,
         never_answer,
+        timing_names,
     )
 }
 # Faults that answer as soon as the request head is in, without reading its body.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import h11
 import pytest
 
+from engine.http.chunked import MAX_CHUNK_LINE, ChunkedBody, is_chunked
 from engine.http.http1 import H11Framer, HttptoolsFramer, RemoteProtocolError, build_request_head
 from tests.support import CountingParser
 
@@ -50,7 +51,16 @@ CASES = {
     "empty": (head(204), (204, True, None, 0)),
     "chunked": (
         head(transfer_encoding="chunked") + b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n",
-        (200, True, None, -2),
+        (200, True, None, 8),
+    ),
+    "chunked-extensions-trailer": (
+        head(transfer_encoding="chunked")
+        + b"A;name=value\r\n0123456789\r\n1\r\n\n\r\n0\r\nX-Trailer: t\r\n\r\n",
+        (200, True, None, 11),
+    ),
+    "chunked-upper": (
+        head(TRANSFER_ENCODING="CHUNKED") + b"3\r\nabc\r\n0\r\n\r\n",
+        (200, True, None, 3),
     ),
     "close": (head(content_length=3, connection="close") + b"abc", (200, False, None, 3)),
     "big": (head(content_length=100_000) + b"z" * 100_000, (200, True, None, 100_000)),
@@ -74,10 +84,51 @@ def test_framing_is_the_same_whatever_the_read_sizes(framer_cls, case, step):
     assert got[0] == status
     assert got[1] == keep_alive
     assert got[2] == len(data)  # every byte on the wire is accounted for
-    if body == -2:  # chunked: h11 counts the payload, llhttp framing counts the wire body
-        assert got[3] in (8, len(data) - len(head(transfer_encoding="chunked")))
-    else:
-        assert got[3] == body
+    assert got[3] == body  # payload only: a chunked body's framing is not body
+
+
+STREAM = [  # responses one connection may carry, and the payload each holds
+    (head(content_length=5) + b"hello", 5),
+    (
+        head(transfer_encoding="chunked")
+        + b"5\r\nhello\r\n1a;ext=1\r\n"
+        + b"q" * 26
+        + b"\r\n0\r\n\r\n",
+        31,
+    ),
+    (head(204), 0),
+    (head(Transfer_Encoding="chunked") + b"0\r\nTrailer: x\r\n\r\n", 0),
+    (head(transfer_encoding="chunked") + b"1\r\n\r\r\n2\r\n\n\n\r\n0\r\n\r\n", 3),
+]
+
+
+def _payloads(framer_cls) -> list[int]:
+    """Every response of STREAM cut in two at every position, on one connection."""
+    framer = framer_cls()
+    for data, _ in STREAM:
+        for cut in range(len(data) + 1):
+            framer.expect_response(REQ, 0)
+            for piece in (data[:cut], data[cut:]):
+                if piece:
+                    framer.feed(piece)
+    assert framer.errors == []
+    return [r[3] for r in framer.responses]
+
+
+def test_both_framers_count_the_same_payload_split_at_every_position():
+    expected = [size for data, size in STREAM for _ in range(len(data) + 1)]
+    assert _payloads(HttptoolsCollect) == expected
+    assert _payloads(H11Collect) == expected
+
+
+def test_a_chunked_header_not_recognised_gives_an_unknown_body_not_a_wrong_one():
+    # llhttp reads any casing; the follower looks for the spellings servers
+    # send. One it does not recognise is reported unknown (-1), never counted
+    # with its framing.
+    framer = HttptoolsCollect()
+    framer.expect_response(REQ, 0)
+    framer.feed(head(TrAnSfEr_EnCoDiNg="chunked") + b"3\r\nabc\r\n0\r\n\r\n")
+    assert framer.responses[0][3] == -1
 
 
 @pytest.mark.parametrize("framer_cls", FRAMERS)
@@ -248,3 +299,36 @@ def test_bytes_before_a_repeated_response_are_still_counted():
     framer.feed(OK)
     assert framer.responses[-1] == (200, True, len(OK) + 2, 5)
     assert framer.errors == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "chunked"),
+    [
+        ("Transfer-Encoding: chunked", True),
+        ("transfer-encoding: gzip, chunked", True),
+        ("TRANSFER-ENCODING: gzip\r\nTransfer-Encoding: Chunked", True),
+        ("Transfer-Encoding: chunked, gzip", False),  # close-delimited (RFC 9112 6.3)
+        ("Content-Length: 5\r\nX-Transfer-Note: chunked", False),
+        ("Content-Length: 5", False),
+    ],
+)
+def test_is_chunked_reads_the_final_coding(headers, chunked):
+    data = f"HTTP/1.1 200 OK\r\n{headers}\r\n\r\n".encode()
+    assert is_chunked(data, len(data)) is chunked
+
+
+def test_a_chunk_size_line_without_end_is_not_held_without_bound():
+    follower = ChunkedBody()
+    line = b"a" * (MAX_CHUNK_LINE + 2)
+    follower.feed(line, 0, len(line))
+    assert follower.result() == -1
+    assert len(follower._line) <= MAX_CHUNK_LINE + 1
+
+
+def test_a_chunked_body_cut_short_has_no_payload_figure():
+    follower = ChunkedBody()
+    data = b"5\r\nhel"
+    follower.feed(data, 0, len(data))
+    assert follower.result() == -1
+    follower.feed(b"lo\r\n0\r\n\r\n", 0, 9)
+    assert follower.result() == 5

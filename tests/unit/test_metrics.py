@@ -50,3 +50,52 @@ def test_min_and_max_are_exact():
     rec.latencies += [2_000_123, 1_999_999, 3_000_001]
     rec.fold()
     assert (rec.min_us, rec.max_us) == (1_999_999, 3_000_001)
+
+
+def test_server_timing_keeps_the_first_sixteen_names_and_counts_the_rest():
+    from engine.measure.metrics import MAX_TIMING_NAMES
+
+    rec = Recorder()
+    for i in range(MAX_TIMING_NAMES + 4):
+        slot = rec.timing_slot(f"m{i}")
+        if slot is not None:
+            slot.append(1000)
+    assert len(rec.timing_pending) == MAX_TIMING_NAMES
+    assert rec.timing_ignored == 4
+    rec.fold()
+    assert set(rec.timing) == {f"m{i}" for i in range(MAX_TIMING_NAMES)}
+    # After a fold a kept name gets a fresh slot; a new one still does not.
+    assert rec.timing_slot("m0") == []
+    assert rec.timing_slot("new") is None and rec.timing_ignored == 5
+
+
+def test_workers_together_keep_sixteen_names_too():
+    from engine.measure.metrics import MAX_TIMING_NAMES
+
+    exports = []
+    for worker in range(2):
+        rec = Recorder()
+        for i in range(MAX_TIMING_NAMES):
+            rec.timing_slot(f"w{worker}-{i}").append(500)
+        exports.append(rec.export())
+    parent = Recorder()
+    parent.absorb(exports)
+    assert len(parent.timing) == MAX_TIMING_NAMES
+    assert parent.timing_ignored == MAX_TIMING_NAMES  # the second worker's values, one each
+
+
+def test_generator_cpu_is_per_second_of_load_and_flags_a_busy_process():
+    from types import SimpleNamespace
+
+    from engine.measure.result import generator_cpu
+    from engine.report.console import generator_lines
+
+    calm = generator_cpu([1.0, 0.5, 0.1], elapsed=2.0)
+    assert calm == {"cores": 0.8, "busiest_process": 0.5, "processes": 3, "busy": False}
+    busy = generator_cpu([1.9], elapsed=2.0)
+    assert busy is not None and busy["busy"] and busy["busiest_process"] == 0.95
+    assert generator_cpu([], elapsed=2.0) is None
+    lines = generator_lines(SimpleNamespace(generator_cpu=busy))
+    assert lines[0] == " Generator:   CPU 0.95 cores (95% of a core)"
+    assert "may measure chanload rather than the target" in lines[1]
+    assert len(generator_lines(SimpleNamespace(generator_cpu=calm))) == 1
