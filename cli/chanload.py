@@ -22,6 +22,7 @@ from cli.options import (
     ExpectStatusOption,
     HeaderOption,
     MemoOption,
+    MemoryLadderOption,
     NodeOption,
     ParserOption,
     RepointOption,
@@ -157,6 +158,7 @@ def run(
         Path | None, typer.Option(help="Write the whole result (series, histogram) as JSON.")
     ] = None,
     target_pid: TargetPidOption = None,
+    memory_ladder: MemoryLadderOption = 2.0,
     sample_interval: Annotated[
         float, typer.Option(help="Seconds between memory samples (Lightning node or --target-pid).")
     ] = 1.0,
@@ -234,6 +236,7 @@ def run(
         preflight=preflight,
         sample_interval=sample_interval,
         target_pid=target_pid,
+        memory_ladder=memory_ladder,
         headers=tuple(header or ()),
         expect_status=expect_status,
         repoint_channel=repoint_channel,
@@ -321,6 +324,7 @@ def suite(
     target: TargetOption = DEFAULT_TARGET,
     channel: Annotated[str, typer.Option(help="Channel name (Lightning).")] = DEFAULT_CHANNEL,
     target_pid: TargetPidOption = None,
+    memory_ladder: MemoryLadderOption = 2.0,
     out_dir: Annotated[Path, typer.Option(help="Where the .log, .csv and .json go.")] = Path(
         "bench_results"
     ),
@@ -373,6 +377,7 @@ def suite(
         congestion=congestion,
         quiet=True,
         target_pid=target_pid,
+        memory_ladder=memory_ladder,
         workers=workers,
         headers=tuple(header or ()),
         expect_status=expect_status,

@@ -75,6 +75,16 @@ MemoOption = Annotated[
         " (a proxy's request ids).",
     ),
 ]
+MemoryLadderOption = Annotated[
+    float,
+    typer.Option(
+        metavar="SECONDS",
+        help="With a memory probe (Lightning, --target-pid) and large bodies: before the"
+        " load, drive 1 VU, half the VUs and all of them this many seconds each, and judge"
+        " streaming vs buffering by whether the peak growth follows the bodies in flight"
+        " (a cold proxy's warm-up does not). 0: no ladder, the seed's one-figure rule.",
+    ),
+]
 TargetPidOption = Annotated[
     int | None,
     typer.Option(

@@ -25,6 +25,8 @@ DEFAULT_CONCURRENCY = 10
 DEFAULT_DURATION = 30.0
 DEFAULT_PAYLOAD_SIZE = 1024
 DEFAULT_TIMEOUT = 30.0
+# The memory ladder's steps: a few seconds each tell; a minute each is plenty.
+MAX_LADDER_STEP = 60.0
 PARSERS = ("httptools", "h11")
 SECRET_OPTIONS = ("--cookie",)
 # Header values never shown (banner, command line, JSON): credentials.
@@ -188,6 +190,9 @@ class RunConfig:
     progress: bool = False
     preflight: bool = True
     sample_interval: float = 1.0  # seconds between memory samples
+    # Seconds per step of the memory ladder run before the load (0: none), which
+    # tells a proxy's warm-up from buffering (engine/observers/memory.py).
+    memory_ladder: float = 2.0
     target_pid: int | None = None  # sample this process tree's RSS
     rate: float | None = None  # open model: requests a second (--concurrency caps connections)
     slo_p99_ms: float | None = None  # saturation: the knee is the last step within this p99
@@ -249,6 +254,11 @@ class RunConfig:
                     out.append(str(exc))
         if not self.sample_interval > 0:
             out.append(f"--sample-interval must be > 0 seconds, got {self.sample_interval:g}")
+        if not 0 <= self.memory_ladder <= MAX_LADDER_STEP:
+            out.append(
+                f"--memory-ladder must be 0-{MAX_LADDER_STEP:g} seconds per step (0: no ladder),"
+                f" got {self.memory_ladder:g}"
+            )
         if self.slo_p99_ms is not None and not self.slo_p99_ms > 0:
             out.append(f"--slo-p99 must be > 0 ms, got {self.slo_p99_ms:g}")
         if not 0 <= self.slo_error_rate <= 100:
@@ -334,6 +344,12 @@ class RunConfig:
         if self.payload_size is not None:
             return self.payload_size
         return self.scenario_spec.default_payload_size or DEFAULT_PAYLOAD_SIZE
+
+    @property
+    def body_of_interest(self) -> int:
+        """The body size that should not pile up in a proxy: the larger of the two."""
+        payload = self.payload_bytes if self.scenario_spec.sends_bodies else 0
+        return max(payload, self.response_bytes or 0)
 
     @property
     def response_bytes(self) -> int | None:

@@ -10,11 +10,12 @@ from typing import TextIO
 from common import tcp
 from engine import drive, interrupt
 from engine.config import RunConfig, masked_headers
+from engine.load.executors import ConstantVUs
 from engine.load.scenarios import ExecutorKind, saturation_rates, saturation_steps
 from engine.measure.metrics import Recorder
 from engine.measure.result import RunResult
 from engine.measure.saturation import SaturationResult
-from engine.measure.units import format_us
+from engine.measure.units import format_bytes, format_us
 from engine.opening import OpenTarget, open_target
 from engine.report.console import banner
 from engine.report.progress import Progress
@@ -40,11 +41,72 @@ async def run(config: RunConfig, out: TextIO) -> RunResult | SaturationResult:
     saturation step), build the result; the observers are closed in any case."""
     opened = await open_target(config, out)
     try:
+        out.write(_banner(config, opened) + "\n")
+        out.flush()
+        await _ladder(config, opened, out)
         if config.scenario_spec.executor is ExecutorKind.saturation:
             return await _saturate(config, opened, out)
         return await _drive(config, opened, opened.preflight_requests, out)
     finally:
         await opened.close()
+
+
+def _banner(config: RunConfig, opened: OpenTarget) -> str:
+    target = opened.target
+    return banner(
+        url=str(target.url),
+        scenario=config.scenario,
+        concurrency=config.concurrency,
+        duration=config.duration,
+        payload=config.payload_bytes if config.scenario_spec.sends_bodies else None,
+        response_size=config.response_bytes,
+        delay=config.delay_ms,
+        telemetry=target.telemetry,
+        parser=config.parser,
+        timeout=config.timeout,
+        command=config.command(),
+        congestion=tcp.describe(config.congestion),
+        target=target.description,
+        headers=masked_headers(config.header_pairs),
+        expect_status=config.expect_status,
+    )
+
+
+async def _ladder(config: RunConfig, opened: OpenTarget, out: TextIO) -> None:
+    """The steps the observers asked for before the load (the memory ladder):
+    a constant number of VUs each, --memory-ladder seconds, one process; their
+    requests are not part of the result."""
+    wanting = [o for o in opened.observers if o.ladder_steps(config)]
+    if not wanting:
+        return
+    observer = wanting[0]  # one ladder (the memory observer's)
+    stopper = interrupt.active()
+    stop = stopper.event if stopper is not None else None
+    passes = 0
+    while steps := observer.ladder_steps(config):  # it may ask for a second pass
+        passes += 1
+        sizes = ", ".join(format_bytes(s.body_of_interest) for s in steps)
+        what = "tells warm-up from buffering" if passes == 1 else "again, now warm"
+        out.write(
+            f"  Memory ladder: {config.concurrency} VUs with bodies of {sizes},"
+            f" {config.memory_ladder:g}s each, before the load ({what})\n"
+        )
+        out.flush()
+        for index, step in enumerate(steps):
+            if stop is not None and stop.is_set():
+                return
+            await observer.ladder_begin(step, index)
+            try:
+                await drive.load(
+                    step,
+                    opened.target.url,
+                    False,
+                    Recorder(step.expected),
+                    ConstantVUs(step.concurrency, step.duration),
+                    stop=stop,
+                )
+            finally:
+                await observer.ladder_end(step)
 
 
 async def _saturate(config: RunConfig, opened: OpenTarget, out: TextIO) -> SaturationResult:
@@ -61,7 +123,7 @@ async def _saturate(config: RunConfig, opened: OpenTarget, out: TextIO) -> Satur
         out.write(f"  [saturation] Step {i}/{len(steps)}: {label}\n")
         out.flush()
         requests = opened.preflight_requests if i == 1 else 0
-        result = await _drive(step, opened, requests, out, banner_shown=i > 1)
+        result = await _drive(step, opened, requests, out)
         results.append(result)
         out.write(
             f"    {result.rps:,.1f} req/s, p50 {format_us(result.p50_us)},"
@@ -81,34 +143,8 @@ async def _drive(
     opened: OpenTarget,
     preflight_requests: int,
     out: TextIO,
-    banner_shown: bool = False,
 ) -> RunResult:
     target, observers = opened.target, opened.observers
-    scenario = config.scenario_spec
-    payload_size = config.payload_bytes if scenario.sends_bodies else None
-    if not banner_shown:
-        out.write(
-            banner(
-                url=str(target.url),
-                scenario=config.scenario,
-                concurrency=config.concurrency,
-                duration=config.duration,
-                payload=payload_size,
-                response_size=config.response_bytes,
-                delay=config.delay_ms,
-                telemetry=target.telemetry,
-                parser=config.parser,
-                timeout=config.timeout,
-                command=config.command(),
-                congestion=tcp.describe(config.congestion),
-                target=target.description,
-                headers=masked_headers(config.header_pairs),
-                expect_status=config.expect_status,
-            )
-            + "\n"
-        )
-    out.flush()
-
     for observer in observers:
         await observer.before(config)
 

@@ -179,6 +179,8 @@ class RunResult:
     generator_cpu: dict[str, Any] | None = None
     memory: MemorySummary | None = None
     memory_verdict: str | None = None
+    # The memory ladder before the load: its steps and what one figure would have said.
+    memory_ladder: dict[str, Any] | None = None
     server_timing: dict[str, Any] | None = None
     interrupted: bool = False
     abandoned: int = 0  # interrupted: requests still in flight after the grace, given up

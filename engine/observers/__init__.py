@@ -6,6 +6,9 @@ after() and close() in reverse (the last started, the first stopped: Lightning's
 memory takes its last sample, which finds a stalled node first, before the
 collector is asked for its summary):
 
+    ladder_steps()  loads to drive the target with before the load, one short
+                    step each (the memory ladder); none by default
+    ladder_begin()  / ladder_end(): around each of those steps
     before()        before each load (each saturation step): reset, take a baseline
     at_start()      the instant the load starts
     after()         right after the load, also when it failed or was stopped
@@ -34,6 +37,16 @@ class Observer:
     # True when this observer reads the Server-Timing header of every response
     # (the client parses it only then: it costs a header scan per response).
     reads_server_timing = False
+
+    def ladder_steps(self, config: RunConfig) -> list[RunConfig]:
+        """Loads (each its own configuration) to drive before the load of ``config``."""
+        return []
+
+    async def ladder_begin(self, step: RunConfig, index: int) -> None:
+        """Step ``index`` of the ladder starts now."""
+
+    async def ladder_end(self, step: RunConfig) -> None:
+        """That step is over (also when it failed or was stopped)."""
 
     async def before(self, config: RunConfig) -> None:
         """Before a load of ``config`` (saturation: before each step)."""

@@ -4,6 +4,25 @@ A probe samples before the load (the baseline), every interval during it,
 and once after it. Two sources:
 - a Lightning node: ``erlang:memory()`` over distribution (engine/lightning/);
 - any process: the RSS of a PID and all its descendants, from /proc.
+
+The verdict. One growth figure at one level of bodies in flight cannot tell
+a proxy that holds whole bodies from one whose allocator is warming up: a
+cold Python proxy that streams grows a few MB on its first large bodies, as
+much as a buffering one holding them. So before the load (when the bodies in
+flight are worth it) the runner drives a short *ladder*: the run's VUs with
+bodies of 1/16, 1/4 and all of the run's size, ``--memory-ladder`` seconds
+each, the peak memory measured at each step from the same cold baseline. The
+VUs (so the connections, and what a proxy keeps per connection) stay the
+same; only the bytes in flight grow, 16-fold. Growth that does not follow
+them is streaming. Growth that does may still be a cold allocator's first
+use of larger blocks (a proxy whose reads grow with the bodies up to a cap),
+so the ladder then runs a second time on the now warm target: buffering
+grows again, warm-up does not come back. The load itself then runs on a
+warm target and keeps the seed's start/end/max/delta figures.
+
+Limit: a proxy that buffers and whose allocator keeps and reuses the freed
+memory would look warm on the second pass. chanproxy --buffer and
+mitmproxy do not (tests/e2e/test_memory_verdict.py).
 """
 
 from __future__ import annotations
@@ -12,6 +31,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
 
 from engine import procfs
 from engine.config import RunConfig
@@ -22,6 +42,11 @@ from engine.observers import Observer
 MB = 1024 * 1024
 # Growth below this is noise whatever the bodies (allocator slack, caches).
 BUFFERING_FLOOR = 4 * MB
+# Between the first and last ladder steps, less than this is noise (a BEAM
+# node's binaries wait for its garbage collector: a few MB come and go).
+LADDER_NOISE = BUFFERING_FLOOR
+# Seconds between samples during a ladder step (each step is short).
+LADDER_INTERVAL = 0.1
 
 
 class ProbeLost(Exception):
@@ -139,8 +164,111 @@ def pid_probe(pid: int, interval: float) -> MemoryProbe:
 # -- the verdict ----------------------------------------------------------------------
 
 
-def verdict(memory: MemorySummary | None, concurrency: int, body_bytes: int) -> str | None:
-    """Streaming or buffering, from the growth against the bodies in flight.
+# The ladder's body sizes: the run's divided by these, in this order.
+LADDER_DIVISORS = (16, 4, 1)
+# Passes at most; a pass runs again while its growth follows the bodies but
+# is under FADING times the pass before (a cold allocator's warm-up fades,
+# buffering comes back the same).
+LADDER_PASSES = 3
+FADING = 0.75
+
+
+def _rise(steps: list[LadderStep]) -> int:
+    return steps[-1].peak_growth_bytes - steps[0].peak_growth_bytes
+
+
+@dataclass
+class LadderStep:
+    body_bytes: int
+    in_flight_bytes: int  # VUs x the body size
+    peak_growth_bytes: int  # the step's peak over the ladder's first (cold) baseline
+
+
+def ladder_configs(config: RunConfig) -> list[RunConfig]:
+    """The ladder's steps: the run's VUs, one process, closed model, growing bodies."""
+    body = config.body_of_interest
+    sizes = sorted({max(1, body // d) for d in LADDER_DIVISORS})
+    more = (sizes[-1] - sizes[0]) * config.concurrency  # the bodies in flight it adds
+    if config.memory_ladder <= 0 or more / 2 < LADDER_NOISE:
+        return []  # too few bytes in flight to tell from noise: the one-figure rule
+    sends = config.scenario_spec.sends_bodies and config.payload_bytes >= body
+    field = "payload_size" if sends else "response_size"
+    return [
+        replace(config, duration=config.memory_ladder, rate=None, workers=1, **{field: size})
+        for size in sizes
+    ]
+
+
+def ladder_verdict(passes: list[list[LadderStep]], run: MemorySummary | None) -> str:
+    """The verdict of one ladder pass, or of a second (warm) one after a first
+    that followed the bodies: there, whether the growth came back."""
+    last = _pass_verdict(passes[-1], run)
+    if len(passes) < 2:
+        return last
+    word, _, rest = last.partition(": ")
+    cold = _trace(passes[0])
+    if word == "buffering suspected":
+        return (
+            f"buffering suspected: growth follows the bodies in flight, cold and warm"
+            f" ({len(passes)} passes): {rest}"
+        )
+    if word == "streaming":
+        return (
+            f"streaming: the growth that followed the bodies on the cold target ({cold})"
+            f" did not come back on the warm one (pass {len(passes)}): warm-up; warm, {rest}"
+        )
+    return f"{word}: {rest} (cold, before: {cold})"
+
+
+def _trace(steps: list[LadderStep]) -> str:
+    return ", ".join(f"{_size(s.body_bytes)} {s.peak_growth_bytes / MB:+.1f} MB" for s in steps)
+
+
+def _pass_verdict(steps: list[LadderStep], run: MemorySummary | None) -> str:
+    """Buffering when the peak growth rises with the bodies in flight from the
+    first step to the last (by at least half of their increase), streaming when
+    it does not; the run's own figures (a warm target) are quoted beside."""
+    first, last = steps[0], steps[-1]
+    more = last.in_flight_bytes - first.in_flight_bytes
+    rose = last.peak_growth_bytes - first.peak_growth_bytes
+    said = (
+        f"peak growth by body size {_trace(steps)}, while the bodies in flight rose {_size(more)}"
+        f" ({_size(first.in_flight_bytes)} -> {_size(last.in_flight_bytes)})"
+    )
+    if rose >= more / 2 and rose >= LADDER_NOISE:
+        return (
+            f"buffering suspected: growth follows the bodies in flight: {said},"
+            f" {rose / more:.1f}x their increase"
+        )
+    if more / 2 < LADDER_NOISE:
+        return (
+            f"inconclusive: the ladder's bodies in flight differ by {_size(more)}, too little to"
+            f" tell from noise ({said}); raise --concurrency or the body size"
+        )
+    text = f"streaming: growth does not follow the bodies in flight: {said}"
+    if first.peak_growth_bytes >= LADDER_NOISE:
+        text += f"; the first {first.peak_growth_bytes / MB:.1f} MB were warm-up"
+    if run is not None and run.start_bytes is not None and run.max_bytes is not None:
+        growth = run.max_bytes - run.start_bytes
+        delta = run.delta_bytes or 0
+        if delta >= 50 * MB or growth >= 50 * MB:
+            return (
+                f"inconclusive: the ladder says streaming ({said}) but the run then grew"
+                f" {growth / MB:.1f} MB (delta {delta / MB:+.1f} MB): a leak, or buffering"
+                " the ladder did not reach"
+            )
+        text += f"; the run (warm): delta {delta / MB:+.1f} MB, peak growth {growth / MB:.1f} MB"
+    return text
+
+
+def verdict(
+    memory: MemorySummary | None,
+    concurrency: int,
+    body_bytes: int,
+    ladder: list[list[LadderStep]] | None = None,
+) -> str | None:
+    """Streaming or buffering: from the ladder when there was one (passes of
+    two steps or more), else from the one growth figure of the run (the seed's rule).
 
     The seed's "what good looks like": a delta under 50 MB with 1 MB bodies
     means streaming; growth in proportion to concurrency x body size means the
@@ -148,6 +276,9 @@ def verdict(memory: MemorySummary | None, concurrency: int, body_bytes: int) -> 
     reaches half of concurrency x body size (and at least 4 MB, below which
     growth is noise); *streaming* when delta and peak growth stay under 50 MB.
     """
+    passes = [p for p in ladder or [] if len(p) >= 2]
+    if passes:
+        return ladder_verdict(passes, memory)
     if memory is None or memory.start_bytes is None or memory.max_bytes is None:
         return None
     growth = memory.max_bytes - memory.start_bytes
@@ -178,21 +309,54 @@ def _size(n: float) -> str:
     return f"{int(n)} B"
 
 
-def body_size_of_interest(config: RunConfig) -> int:
-    """The body size that should not pile up in a proxy: the larger of the two."""
-    payload = config.payload_bytes if config.scenario_spec.sends_bodies else 0
-    return max(payload, config.response_bytes or 0)
-
-
 class MemoryObserver(Observer):
     """A fresh probe for each load: the baseline before it, samples during it,
-    the last sample after it; then the summary and the verdict in the result."""
+    the last sample after it; then the summary and the verdict in the result.
+    Before the load, a fresh probe for each step of the ladder."""
 
     def __init__(self, make_probe: Callable[[float], MemoryProbe]) -> None:
         self.make_probe = make_probe  # interval -> a new MemoryProbe
         self.probe: MemoryProbe | None = None
         self.summary: MemorySummary | None = None
         self.config: RunConfig | None = None
+        self.ladder: list[list[LadderStep]] = []  # one list per pass
+        self._ladder_base: int | None = None  # the pass's first baseline
+        self._step: MemoryProbe | None = None
+
+    def ladder_steps(self, config: RunConfig) -> list[RunConfig]:
+        """The first pass; another while the last one's growth followed the
+        bodies but less than the one before (a warm-up still fading), at most
+        LADDER_PASSES in all. Buffering grows the same every pass."""
+        if not self.ladder:
+            return ladder_configs(config)
+        last = self.ladder[-1]
+        if len(self.ladder) >= LADDER_PASSES or len(last) < 2:
+            return []
+        if not _pass_verdict(last, None).startswith("buffering"):
+            return []
+        if len(self.ladder) >= 2 and _rise(last) >= FADING * _rise(self.ladder[-2]):
+            return []  # as much again: not fading
+        return ladder_configs(config)
+
+    async def ladder_begin(self, step: RunConfig, index: int) -> None:
+        if index == 0:
+            self.ladder.append([])
+            self._ladder_base = None
+        self._step = self.make_probe(min(step.sample_interval, LADDER_INTERVAL))
+        await self._step.baseline()
+        if self._ladder_base is None:
+            self._ladder_base = self._step.summary.start_bytes
+        self._step.start()
+
+    async def ladder_end(self, step: RunConfig) -> None:
+        if self._step is None:
+            return
+        probe, self._step = self._step, None
+        summary = await probe.stop()
+        if summary.max_bytes is not None and self._ladder_base is not None:
+            body = step.body_of_interest
+            growth = summary.max_bytes - self._ladder_base
+            self.ladder[-1].append(LadderStep(body, body * step.concurrency, growth))
 
     async def before(self, config: RunConfig) -> None:
         self.config = config
@@ -211,6 +375,20 @@ class MemoryObserver(Observer):
     def report(self, result: RunResult) -> None:
         assert self.config is not None
         result.memory = self.summary
-        result.memory_verdict = verdict(
-            self.summary, self.config.concurrency, body_size_of_interest(self.config)
-        )
+        body = self.config.body_of_interest
+        result.memory_verdict = verdict(self.summary, self.config.concurrency, body, self.ladder)
+        if self.ladder and self.ladder[0]:
+            last = self.ladder[0][-1]
+            # What the one-figure rule would have said of the cold target at full load.
+            cold = MemorySummary(
+                source="ladder",
+                start_bytes=0,
+                end_bytes=last.peak_growth_bytes,
+                max_bytes=last.peak_growth_bytes,
+            )
+            result.memory_ladder = {
+                "step_s": self.config.memory_ladder,
+                "vus": self.config.concurrency,
+                "passes": [[asdict(s) for s in p] for p in self.ladder],
+                "one_figure_verdict": verdict(cold, self.config.concurrency, body),
+            }

@@ -277,6 +277,18 @@ def memory_section(result: RunResult) -> list[str]:
     ]
     if mem.lost_at is not None:
         lines.append(f"   (sampling lost at {mem.lost_at:.1f}s: {mem.lost_reason})")
+    ladder = result.memory_ladder
+    if ladder:
+        for i, steps in enumerate(ladder["passes"]):
+            trace = ", ".join(
+                f"{format_bytes(s['body_bytes'])} {format_bytes_delta(s['peak_growth_bytes'])}"
+                for s in steps
+            )
+            when = "cold" if i == 0 else "warm"
+            lines.append(f"   ladder ({when}): {trace} (peak growth by body size)")
+        if ladder.get("one_figure_verdict"):
+            word = ladder["one_figure_verdict"].split(":", 1)[0]
+            lines.append(f"   (the seed's one-figure rule, on the cold target: {word})")
     if result.memory_verdict:
         lines.append(f" Verdict:     {result.memory_verdict}")
     return lines

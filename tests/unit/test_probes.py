@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from engine.measure.result import MemorySummary
-from engine.observers.memory import MemoryProbe, ProbeLost, process_tree_rss, verdict
+from engine.observers.memory import (
+    LadderStep,
+    MemoryProbe,
+    ProbeLost,
+    ladder_configs,
+    process_tree_rss,
+    verdict,
+)
 from tests.support import rss_bytes, wait_until
 
 MB = 1024 * 1024
@@ -112,3 +119,68 @@ def test_probe_marks_when_sampling_was_lost():
     s = asyncio.run(scenario())
     assert s.lost_at is not None and s.lost_reason == "gone"
     assert len(s.samples) == 2
+
+
+def steps(*growth_mb, body=MB, vus=10):
+    """A ladder pass: bodies of 1/16, 1/4 and all of ``body``, with these growths."""
+    sizes = [body // 16, body // 4, body]
+    return [LadderStep(b, b * vus, int(g * MB)) for b, g in zip(sizes, growth_mb, strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("passes", "word", "says"),
+    [
+        ([steps(0.3, 0.4, 0.4)], "streaming", "does not follow"),
+        ([steps(0.5, 3.1, 11.3), steps(0.7, 3.1, 11.5)], "buffering suspected", "cold and warm"),
+        # a cold allocator: followed the bodies once, not again
+        ([steps(2.7, 5.4, 12.0), steps(0.3, 0.3, 3.0)], "streaming", "warm-up"),
+        ([steps(2.7, 5.4, 12.0), steps(0.3, 2.0, 5.1)], "buffering suspected", "cold and warm"),
+        ([steps(0.0, 0.1, 0.2, body=128 * 1024)], "inconclusive", "too little"),
+    ],
+)
+def test_ladder_verdict(passes, word, says):
+    text = verdict(memory(100 * MB, 104 * MB, 101 * MB), 10, MB, passes)
+    assert text.startswith(word), text
+    assert says in text, text
+
+
+def test_a_flat_ladder_then_a_growing_run_is_not_called_streaming():
+    text = verdict(memory(100 * MB, 190 * MB, 180 * MB), 10, MB, [steps(0.1, 0.2, 0.3)])
+    assert text.startswith("inconclusive") and "leak" in text, text
+
+
+def test_the_ladder_grows_the_body_of_interest_at_the_runs_vus():
+    from engine.config import RunConfig
+
+    up = RunConfig(scenario="large_payload", concurrency=10, channel_url="http://127.0.0.1:9/x")
+    sizes = [c.payload_bytes for c in ladder_configs(up)]
+    assert sizes == [MB // 16, MB // 4, MB]
+    assert {(c.concurrency, c.rate, c.workers, c.duration) for c in ladder_configs(up)} == {
+        (10, None, 1, 2.0)
+    }
+    down = RunConfig(scenario="large_response", concurrency=10, channel_url="http://127.0.0.1:9/x")
+    assert [c.response_bytes for c in ladder_configs(down)] == [MB // 16, MB // 4, MB]
+    # Too few bytes in flight to tell from noise (8 VUs x 1 MiB adds 7.5 MB, half of
+    # it under 4 MB), or switched off: no ladder.
+    assert ladder_configs(RunConfig(scenario="large_payload", concurrency=8)) == []
+    assert len(ladder_configs(RunConfig(scenario="large_payload", concurrency=9))) == 3
+    assert ladder_configs(RunConfig(scenario="large_payload", memory_ladder=0)) == []
+
+
+def test_the_ladder_runs_again_only_while_a_warm_up_fades():
+    from engine.config import RunConfig
+    from engine.observers.memory import MemoryObserver
+
+    obs = MemoryObserver(lambda interval: None)
+    config = RunConfig(scenario="large_payload", concurrency=10)
+    assert len(obs.ladder_steps(config)) == 3  # the first pass
+    obs.ladder = [steps(0.3, 0.4, 0.4)]
+    assert obs.ladder_steps(config) == []  # flat: streaming, done
+    obs.ladder = [steps(0.5, 3.1, 11.3)]
+    assert len(obs.ladder_steps(config)) == 3  # followed the bodies: again, warm
+    obs.ladder = [steps(0.5, 3.1, 11.3), steps(0.7, 3.1, 11.5)]
+    assert obs.ladder_steps(config) == []  # as much again: buffering, done
+    obs.ladder = [steps(2.6, 6.3, 11.4), steps(0.4, 1.7, 6.7)]
+    assert len(obs.ladder_steps(config)) == 3  # less than before: a fading warm-up
+    obs.ladder = [steps(2.6, 6.3, 11.4), steps(0.4, 1.7, 6.7), steps(0.3, 1.5, 5.8)]
+    assert obs.ladder_steps(config) == []  # three passes at most
