@@ -451,7 +451,7 @@ def render(args, raw) -> tuple[str, bool]:
         f"Ratio to wrk when responses repeat (nginx): **{ratios['nginx']:.3f}**;"
         f" when every response differs ({DISTINCT}): **{ratios[DISTINCT]:.3f}**.",
         "",
-        f"Target >= {TARGET_RATIO}x wrk on {', '.join(TARGETED)}:"
+        f"Target >= {TARGET_RATIO}x wrk on {' / '.join(TARGETED)}:"
         f" **{'met' if ok else 'NOT met'}**.",
         "",
     ]
