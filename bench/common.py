@@ -160,17 +160,23 @@ def start_nginx(
     return start_nginx_with(prepare, pin)
 
 
-def start_nginx_with(prepare, pin: list[str]) -> Server:
-    """nginx with the config ``prepare(workdir, port)`` returns (one worker, in the foreground)."""
+# Debian puts nginx in /usr/sbin, which a user's PATH may not hold.
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_nginx_with(prepare, pin: list[str], env: dict[str, str] | None = None) -> Server:
+    """nginx with the config ``prepare(workdir, port)`` returns (one worker, in the
+    foreground); ``env`` replaces its environment (e.g. glibc malloc settings)."""
     workdir = Path(tempfile.mkdtemp(prefix="chanload-nginx-"))
     workdir.chmod(0o755)  # nginx's worker drops root and must read what is in here
     port = free_port()
     conf = workdir / "nginx.conf"
     conf.write_text(prepare(workdir, port))
     proc = subprocess.Popen(
-        [*pin, "nginx", "-c", str(conf), "-p", str(workdir)],
+        [*pin, NGINX, "-c", str(conf), "-p", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
+        env=env,
     )
     wait_for(lambda: port_open(port), 10, "nginx to listen")
     worker = wait_for(lambda: _children(proc.pid), 10, "nginx's worker")

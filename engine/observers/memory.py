@@ -177,6 +177,12 @@ def _rise(steps: list[LadderStep]) -> int:
     return steps[-1].peak_growth_bytes - steps[0].peak_growth_bytes
 
 
+def _follows(steps: list[LadderStep]) -> bool:
+    """The pass's growth rose by at least half of the bodies in flight it added."""
+    more = steps[-1].in_flight_bytes - steps[0].in_flight_bytes
+    return _rise(steps) >= more / 2 and _rise(steps) >= LADDER_NOISE
+
+
 @dataclass
 class LadderStep:
     body_bytes: int
@@ -235,7 +241,7 @@ def _pass_verdict(steps: list[LadderStep], run: MemorySummary | None) -> str:
         f"peak growth by body size {_trace(steps)}, while the bodies in flight rose {_size(more)}"
         f" ({_size(first.in_flight_bytes)} -> {_size(last.in_flight_bytes)})"
     )
-    if rose >= more / 2 and rose >= LADDER_NOISE:
+    if _follows(steps):
         return (
             f"buffering suspected: growth follows the bodies in flight: {said},"
             f" {rose / more:.1f}x their increase"
@@ -332,7 +338,7 @@ class MemoryObserver(Observer):
         last = self.ladder[-1]
         if len(self.ladder) >= LADDER_PASSES or len(last) < 2:
             return []
-        if not _pass_verdict(last, None).startswith("buffering"):
+        if not _follows(last):
             return []
         if len(self.ladder) >= 2 and _rise(last) >= FADING * _rise(self.ladder[-2]):
             return []  # as much again: not fading

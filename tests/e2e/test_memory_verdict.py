@@ -28,12 +28,12 @@ Each run: large_payload, 10 VUs x 1 MiB, a ladder of 1 s steps.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from bench.common import NGINX, start_nginx_with
 from tests.support import ROOT, run_chanload, start_sink, wait_until
 
 pytestmark = pytest.mark.slow
@@ -114,25 +114,13 @@ def _wait_listening(proc: subprocess.Popen, port: int, what: str, log: Path) -> 
 
 
 def start_nginx(tmp_path: Path, sink_port: int, mode: str) -> Proxy:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert Path(nginx).exists(), "nginx is needed: apt-get install -y nginx-light"
-    workdir = tmp_path / f"nginx-{mode}"
-    workdir.mkdir()
-    workdir.chmod(0o755)  # a worker started by root runs as nobody
-    port = _free_port()
-    conf = workdir / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(dir=workdir, port=port, sink=sink_port, mode=NGINX_MODES[mode])
-    )
-    log = workdir / "out.log"
-    proc = subprocess.Popen(
-        [nginx, "-c", str(conf), "-p", str(workdir)],
-        stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
-        stderr=subprocess.STDOUT,
+    assert Path(NGINX).exists(), "nginx is needed: apt-get install -y nginx-light"
+    server = start_nginx_with(
+        lambda d, port: NGINX_CONF.format(dir=d, port=port, sink=sink_port, mode=NGINX_MODES[mode]),
+        [],
         env={**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)},
     )
-    _wait_listening(proc, port, "nginx", log)
-    return Proxy(proc, f"http://127.0.0.1:{port}/test")
+    return Proxy(server.proc, f"http://127.0.0.1:{server.port}/test")
 
 
 def start_mitmproxy(tmp_path: Path, sink_port: int) -> Proxy:
