@@ -21,8 +21,8 @@ grows again, warm-up does not come back. The load itself then runs on a
 warm target and keeps the seed's start/end/max/delta figures.
 
 Limit: a proxy that buffers and whose allocator keeps and reuses the freed
-memory would look warm on the second pass. chanproxy --buffer and
-mitmproxy do not (tests/e2e/test_memory_verdict.py).
+memory can look flat once warm. chanproxy --buffer gives its memory back;
+nginx (glibc) and mitmproxy keep it (tests/e2e/test_memory_verdict.py).
 """
 
 from __future__ import annotations

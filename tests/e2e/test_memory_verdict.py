@@ -16,11 +16,10 @@ Proxies this project did not write:
 And chanproxy, streaming and with --buffer.
 
 Not here yet: mitmproxy with `stream_large_bodies`, a Python proxy that
-streams but holds a read of up to about half a 1 MiB body per connection,
-so its memory does follow the body size up to that cap, pass after pass:
-the ladder (bodies up to the run's size) calls it buffering about half the
-time. Telling it apart needs a step above the run's body size (see issue 14's
-notes).
+streams, but whose memory follows the body size pass after pass at 1 MiB
+bodies (reads or buffers that grow with the body, it seems): the ladder
+(bodies up to the run's size) sometimes calls it buffering. Telling it apart
+needs a step above the run's body size (see issue 14's notes).
 
 Each run: large_payload, 10 VUs x 1 MiB, a ladder of 1 s steps.
 """
