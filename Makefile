@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint bench perf-sink perf-engine perf-proxy reliability otp28 mitmproxy clean
+.PHONY: install test lint bench perf-sink perf-engine perf-proxy perf-ladder reliability otp28 mitmproxy clean
 
 install: $(BIN)/chanload
 
@@ -58,6 +58,12 @@ perf-engine: install
 # chanproxy vs nginx as the same channel proxy, under the same chanload load (needs nginx).
 perf-proxy: install
 	$(BIN)/python -m bench.perf_proxy
+
+# What the memory ladder sees of six proxies (nginx, chanproxy, mitmproxy; each
+# buffering and streaming), cold and warm: its threshold argued from numbers
+# (needs nginx and `make mitmproxy`).
+perf-ladder: install
+	$(BIN)/python -m bench.perf_ladder
 
 # The fault, interrupt, limit, output and fuzz tests at full size (5,000 malformed
 # responses per client parser, 10,000 malformed requests per server), their

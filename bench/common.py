@@ -112,7 +112,9 @@ def start_chansink(args: list[str], pin: list[str], log: Path, program: str = "c
     return Server(program, proc, port, proc.pid)
 
 
-NGINX_CONF = """\
+# The head of every nginx config here: one foreground nginx whose files all
+# live in {dir}; the `http {{` block is left open for what follows.
+NGINX_HEAD = """\
 worker_processes {workers};
 daemon off;
 pid {dir}/nginx.pid;
@@ -125,6 +127,10 @@ http {{
   fastcgi_temp_path {dir}/fastcgi;
   uwsgi_temp_path {dir}/uwsgi;
   scgi_temp_path {dir}/scgi;
+"""
+NGINX_CONF = (
+    NGINX_HEAD
+    + """\
   keepalive_requests 10000000;
   server {{
     listen 127.0.0.1:{port}{reuseport};
@@ -135,6 +141,7 @@ http {{
   }}
 }}
 """
+)
 
 
 def start_nginx(

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import (
+    NGINX_HEAD,
     cpu_sets,
     median,
     skip_unless,
@@ -35,19 +36,9 @@ from common import tcp
 
 TARGET = 0.5
 CHANNEL = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
-NGINX_PROXY = """\
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
+NGINX_PROXY = (
+    NGINX_HEAD
+    + """\
   keepalive_requests 10000000;
   upstream sink {{ server 127.0.0.1:{sink}; keepalive 64; keepalive_requests 10000000; }}
   server {{
@@ -69,6 +60,7 @@ http {{
   }}
 }}
 """
+)
 
 
 def chanload_run(url: str, args, pin: list[str], work: Path) -> dict:
@@ -115,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         program="chanproxy",
     )
     nginx = start_nginx_with(
-        lambda d, port: NGINX_PROXY.format(dir=d, port=port, sink=sink.port, channel=CHANNEL),
+        lambda d, port: NGINX_PROXY.format(
+            dir=d, port=port, sink=sink.port, channel=CHANNEL, workers=1
+        ),
         srv,
     )
     urls = {

@@ -15,10 +15,13 @@ each, the peak memory measured at each step from the same cold baseline. The
 VUs (so the connections, and what a proxy keeps per connection) stay the
 same; only the bytes in flight grow, 16-fold. Growth that does not follow
 them is streaming. Growth that does may still be a cold allocator's first
-use of larger blocks (a proxy whose reads grow with the bodies up to a cap),
-so the ladder then runs a second time on the now warm target: buffering
-grows again, warm-up does not come back. The load itself then runs on a
-warm target and keeps the seed's start/end/max/delta figures.
+use of larger blocks, so the ladder then runs again on the now warm target,
+up to three passes: buffering grows again every time, a warm-up fades (the
+verdict is the last pass's). A flat warm pass after a cold one that rose by
+BEYOND_STREAMING times the bodies or more, or a pass during which memory
+fell below where it began, is inconclusive: bodies held before are being
+reused or given back. The load itself then runs on a warm target and keeps
+the seed's start/end/max/delta figures.
 
 Limit: a proxy that buffers and whose allocator keeps and reuses the freed
 memory can look flat once warm. chanproxy --buffer gives its memory back;
@@ -166,21 +169,36 @@ def pid_probe(pid: int, interval: float) -> MemoryProbe:
 
 # The ladder's body sizes: the run's divided by these, in this order.
 LADDER_DIVISORS = (16, 4, 1)
-# Passes at most; a pass runs again while its growth follows the bodies but
-# is under FADING times the pass before (a cold allocator's warm-up fades,
-# buffering comes back the same).
+# Growth follows the bodies when it rises by at least this share of the
+# bodies in flight the ladder adds. A proxy that holds whole bodies holds all
+# of them (bench_results/perf-ladder.md: nginx buffering and chanproxy
+# --buffer); one that streams in large reads, or a cold allocator, holds a
+# part that shrinks once warm.
+FOLLOWS = 0.75
+# A proxy that streams holds at most the bodies in flight through it: growth
+# rising by this many times their increase is held or garbage bodies, even if
+# a warm pass then looks flat (its allocator reusing them).
+BEYOND_STREAMING = 2.0
+# Passes at most; a pass runs again while the last one's growth followed the
+# bodies: a cold allocator's warm-up fades over a pass or two (mitmproxy's
+# took two at times), buffering comes back every time.
 LADDER_PASSES = 3
-FADING = 0.75
 
 
 def _rise(steps: list[LadderStep]) -> int:
     return steps[-1].peak_growth_bytes - steps[0].peak_growth_bytes
 
 
-def _follows(steps: list[LadderStep]) -> bool:
-    """The pass's growth rose by at least half of the bodies in flight it added."""
+def _ratio(steps: list[LadderStep]) -> float:
+    """The pass's rise over the bodies in flight it added."""
     more = steps[-1].in_flight_bytes - steps[0].in_flight_bytes
-    return _rise(steps) >= more / 2 and _rise(steps) >= LADDER_NOISE
+    return _rise(steps) / more if more > 0 else 0.0
+
+
+def _follows(steps: list[LadderStep]) -> bool:
+    """The pass's growth rose by at least FOLLOWS of the bodies in flight it added."""
+    more = steps[-1].in_flight_bytes - steps[0].in_flight_bytes
+    return _rise(steps) >= FOLLOWS * more and _rise(steps) >= LADDER_NOISE
 
 
 @dataclass
@@ -206,13 +224,21 @@ def ladder_configs(config: RunConfig) -> list[RunConfig]:
 
 
 def ladder_verdict(passes: list[list[LadderStep]], run: MemorySummary | None) -> str:
-    """The verdict of one ladder pass, or of a second (warm) one after a first
+    """The verdict of one ladder pass, or of the last (warm) one after passes
     that followed the bodies: there, whether the growth came back."""
     last = _pass_verdict(passes[-1], run)
     if len(passes) < 2:
         return last
     word, _, rest = last.partition(": ")
     cold = _trace(passes[0])
+    most = max(_ratio(p) for p in passes[:-1])
+    if word == "streaming" and most >= BEYOND_STREAMING:
+        return (
+            f"inconclusive: cold, growth rose {most:.1f}x the bodies in flight it added ({cold}),"
+            " more than a proxy that streams them can hold; warm it did not come back (pass"
+            f" {len(passes)}: {rest}): memory its allocator reuses, or garbage collected late."
+            " Judge it on its first run after a restart"
+        )
     if word == "buffering suspected":
         return (
             f"buffering suspected: growth follows the bodies in flight, cold and warm"
@@ -232,8 +258,8 @@ def _trace(steps: list[LadderStep]) -> str:
 
 def _pass_verdict(steps: list[LadderStep], run: MemorySummary | None) -> str:
     """Buffering when the peak growth rises with the bodies in flight from the
-    first step to the last (by at least half of their increase), streaming when
-    it does not; the run's own figures (a warm target) are quoted beside."""
+    first step to the last (by at least FOLLOWS of their increase), streaming
+    when it does not; the run's own figures (a warm target) are quoted beside."""
     first, last = steps[0], steps[-1]
     more = last.in_flight_bytes - first.in_flight_bytes
     rose = last.peak_growth_bytes - first.peak_growth_bytes
@@ -251,7 +277,17 @@ def _pass_verdict(steps: list[LadderStep], run: MemorySummary | None) -> str:
             f"inconclusive: the ladder's bodies in flight differ by {_size(more)}, too little to"
             f" tell from noise ({said}); raise --concurrency or the body size"
         )
-    text = f"streaming: growth does not follow the bodies in flight: {said}"
+    low = min(s.peak_growth_bytes for s in steps)
+    if low <= -LADDER_NOISE:
+        # Memory held from before the pass (earlier bodies, garbage awaiting a
+        # collector) given back while it ran: what the pass held is hidden.
+        return (
+            f"inconclusive: the target's memory fell {-low / MB:.1f} MB below where the pass"
+            f" began ({said}): memory kept from earlier bodies was given back as it ran, so its"
+            " growth cannot show what it holds; judge it on its first run after a restart"
+        )
+    text = f"streaming: growth does not follow the bodies in flight: {said}, {rose / more:.1f}x"
+    text += f" their increase (holding whole bodies: 1x; {FOLLOWS}x or more reads as buffering)"
     if first.peak_growth_bytes >= LADDER_NOISE:
         text += f"; the first {first.peak_growth_bytes / MB:.1f} MB were warm-up"
     if run is not None and run.start_bytes is not None and run.max_bytes is not None:
@@ -331,17 +367,13 @@ class MemoryObserver(Observer):
 
     def ladder_steps(self, config: RunConfig) -> list[RunConfig]:
         """The first pass; another while the last one's growth followed the
-        bodies but less than the one before (a warm-up still fading), at most
-        LADDER_PASSES in all. Buffering grows the same every pass."""
+        bodies (a warm-up not yet over, or buffering), at most LADDER_PASSES
+        in all. Buffering grows the same every pass; a warm-up fades."""
         if not self.ladder:
             return ladder_configs(config)
         last = self.ladder[-1]
-        if len(self.ladder) >= LADDER_PASSES or len(last) < 2:
+        if len(self.ladder) >= LADDER_PASSES or len(last) < 2 or not _follows(last):
             return []
-        if not _follows(last):
-            return []
-        if len(self.ladder) >= 2 and _rise(last) >= FADING * _rise(self.ladder[-2]):
-            return []  # as much again: not fading
         return ladder_configs(config)
 
     async def ladder_begin(self, step: RunConfig, index: int) -> None:
