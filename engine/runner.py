@@ -83,7 +83,7 @@ async def _ladder(config: RunConfig, opened: OpenTarget, out: TextIO) -> None:
     stopper = interrupt.active()
     stop = stopper.event if stopper is not None else None
     passes = 0
-    while steps := observer.ladder_steps(config):  # it may ask for a second pass
+    while steps := observer.ladder_steps(config):  # more passes unless the first was flat
         passes += 1
         sizes = ", ".join(format_bytes(s.body_of_interest) for s in steps)
         what = "tells warm-up from buffering" if passes == 1 else "again, now warm"

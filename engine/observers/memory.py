@@ -15,12 +15,12 @@ each, the peak memory measured at each step from the same cold baseline. The
 VUs (so the connections, and what a proxy keeps per connection) stay the
 same; only the bytes in flight grow, 16-fold. Growth that does not follow
 them is streaming. Growth that does may still be a cold allocator's first
-use of larger blocks, so the ladder then runs again on the now warm target,
-up to three passes: buffering grows again every time, a warm-up fades (the
-verdict is the last pass's). A flat warm pass after a cold one that rose by
-BEYOND_STREAMING times the bodies or more, or a pass during which memory
-fell below where it began, is inconclusive: bodies held before are being
-reused or given back. The load itself then runs on a warm target and keeps
+use of larger blocks, so unless the first pass is flat the ladder runs three
+passes and the median pass decides: buffering grows again every time, a
+warm-up fades, and one pass that dips does not flip the verdict. Flat passes
+after one that rose by BEYOND_STREAMING times the bodies or more, or a pass
+during which memory fell below where it began, are inconclusive: bodies held
+before are being reused or given back. The load itself then runs on a warm target and keeps
 the seed's start/end/max/delta figures.
 
 Limit: a proxy that buffers and whose allocator keeps and reuses the freed
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
@@ -175,37 +176,38 @@ LADDER_DIVISORS = (16, 4, 1)
 # --buffer); one that streams in large reads, or a cold allocator, holds a
 # part that shrinks once warm.
 FOLLOWS = 0.75
+# A first pass under this share is flat: streaming, no more passes.
+FLAT = 0.25
+# Otherwise the ladder runs this many passes and the median decides: one
+# pass inflated by a cold allocator's warm-up, or one that dips, does not
+# change the verdict (buffering comes back every pass, a warm-up fades).
+LADDER_PASSES = 3
 # A proxy that streams holds at most the bodies in flight through it: growth
 # rising by this many times their increase is held or garbage bodies, even if
-# a warm pass then looks flat (its allocator reusing them).
+# warm passes then look flat (its allocator reusing them).
 BEYOND_STREAMING = 2.0
-# Passes at most; a pass runs again while the last one's growth followed the
-# bodies: a cold allocator's warm-up fades over a pass or two (mitmproxy's
-# took two at times), buffering comes back every time.
-LADDER_PASSES = 3
 
 
 def _rise(steps: list[LadderStep]) -> int:
     return steps[-1].peak_growth_bytes - steps[0].peak_growth_bytes
 
 
+def _more(steps: list[LadderStep]) -> int:
+    """The bodies in flight the pass added, first step to last."""
+    return steps[-1].in_flight_bytes - steps[0].in_flight_bytes
+
+
 def _ratio(steps: list[LadderStep]) -> float:
     """The pass's rise over the bodies in flight it added."""
-    more = steps[-1].in_flight_bytes - steps[0].in_flight_bytes
+    more = _more(steps)
     return _rise(steps) / more if more > 0 else 0.0
-
-
-def _follows(steps: list[LadderStep]) -> bool:
-    """The pass's growth rose by at least FOLLOWS of the bodies in flight it added."""
-    more = steps[-1].in_flight_bytes - steps[0].in_flight_bytes
-    return _rise(steps) >= FOLLOWS * more and _rise(steps) >= LADDER_NOISE
 
 
 @dataclass
 class LadderStep:
     body_bytes: int
     in_flight_bytes: int  # VUs x the body size
-    peak_growth_bytes: int  # the step's peak over the ladder's first (cold) baseline
+    peak_growth_bytes: int  # the step's peak over the pass's first baseline
 
 
 def ladder_configs(config: RunConfig) -> list[RunConfig]:
@@ -223,73 +225,61 @@ def ladder_configs(config: RunConfig) -> list[RunConfig]:
     ]
 
 
-def ladder_verdict(passes: list[list[LadderStep]], run: MemorySummary | None) -> str:
-    """The verdict of one ladder pass, or of the last (warm) one after passes
-    that followed the bodies: there, whether the growth came back."""
-    last = _pass_verdict(passes[-1], run)
-    if len(passes) < 2:
-        return last
-    word, _, rest = last.partition(": ")
-    cold = _trace(passes[0])
-    most = max(_ratio(p) for p in passes[:-1])
-    if word == "streaming" and most >= BEYOND_STREAMING:
-        return (
-            f"inconclusive: cold, growth rose {most:.1f}x the bodies in flight it added ({cold}),"
-            " more than a proxy that streams them can hold; warm it did not come back (pass"
-            f" {len(passes)}: {rest}): memory its allocator reuses, or garbage collected late."
-            " Judge it on its first run after a restart"
-        )
-    if word == "buffering suspected":
-        return (
-            f"buffering suspected: growth follows the bodies in flight, cold and warm"
-            f" ({len(passes)} passes): {rest}"
-        )
-    if word == "streaming":
-        return (
-            f"streaming: the growth that followed the bodies on the cold target ({cold})"
-            f" did not come back on the warm one (pass {len(passes)}): warm-up; warm, {rest}"
-        )
-    return f"{word}: {rest} (cold, before: {cold})"
-
-
 def _trace(steps: list[LadderStep]) -> str:
     return ", ".join(f"{_size(s.body_bytes)} {s.peak_growth_bytes / MB:+.1f} MB" for s in steps)
 
 
-def _pass_verdict(steps: list[LadderStep], run: MemorySummary | None) -> str:
-    """Buffering when the peak growth rises with the bodies in flight from the
-    first step to the last (by at least FOLLOWS of their increase), streaming
-    when it does not; the run's own figures (a warm target) are quoted beside."""
-    first, last = steps[0], steps[-1]
-    more = last.in_flight_bytes - first.in_flight_bytes
-    rose = last.peak_growth_bytes - first.peak_growth_bytes
+def ladder_verdict(passes: list[list[LadderStep]], run: MemorySummary | None) -> str:
+    """Buffering when the median pass's peak growth rises with the bodies in
+    flight from the first step to the last, by at least FOLLOWS of their
+    increase; streaming when it does not. The run's own figures (a warm
+    target) are quoted beside, and overrule a flat ladder when they grew."""
+    ratios = [_ratio(p) for p in passes]
+    mid = statistics.median(ratios)
+    first, last = passes[0][0], passes[0][-1]
+    more = _more(passes[0])
+    traces = "; ".join(
+        f"{_trace(p)} ({r:.2f}x)" if len(passes) == 1 else f"pass {i + 1}: {_trace(p)} ({r:.2f}x)"
+        for i, (p, r) in enumerate(zip(passes, ratios, strict=True))
+    )
     said = (
-        f"peak growth by body size {_trace(steps)}, while the bodies in flight rose {_size(more)}"
+        f"peak growth by body size, {traces}, while the bodies in flight rose {_size(more)}"
         f" ({_size(first.in_flight_bytes)} -> {_size(last.in_flight_bytes)})"
     )
-    if _follows(steps):
-        return (
-            f"buffering suspected: growth follows the bodies in flight: {said},"
-            f" {rose / more:.1f}x their increase"
-        )
+    of = f"{mid:.2f}x their increase"
+    if len(passes) > 1:
+        of += f", the median of {len(passes)} passes"
     if more / 2 < LADDER_NOISE:
         return (
             f"inconclusive: the ladder's bodies in flight differ by {_size(more)}, too little to"
             f" tell from noise ({said}); raise --concurrency or the body size"
         )
-    low = min(s.peak_growth_bytes for s in steps)
+    if mid >= FOLLOWS and mid * more >= LADDER_NOISE:
+        return f"buffering suspected: growth follows the bodies in flight, {of}: {said}"
+    low = min(s.peak_growth_bytes for p in passes for s in p)
     if low <= -LADDER_NOISE:
-        # Memory held from before the pass (earlier bodies, garbage awaiting a
+        # Memory held from before a pass (earlier bodies, garbage awaiting a
         # collector) given back while it ran: what the pass held is hidden.
         return (
-            f"inconclusive: the target's memory fell {-low / MB:.1f} MB below where the pass"
-            f" began ({said}): memory kept from earlier bodies was given back as it ran, so its"
-            " growth cannot show what it holds; judge it on its first run after a restart"
+            f"inconclusive: the target's memory fell {-low / MB:.1f} MB below where a pass began"
+            f" ({said}): memory kept from earlier bodies was given back as it ran, so its growth"
+            " cannot show what it holds; judge it on its first run after a restart"
         )
-    text = f"streaming: growth does not follow the bodies in flight: {said}, {rose / more:.1f}x"
-    text += f" their increase (holding whole bodies: 1x; {FOLLOWS}x or more reads as buffering)"
-    if first.peak_growth_bytes >= LADDER_NOISE:
-        text += f"; the first {first.peak_growth_bytes / MB:.1f} MB were warm-up"
+    if max(ratios) >= BEYOND_STREAMING:
+        return (
+            f"inconclusive: a pass's growth rose {max(ratios):.1f}x the bodies in flight it added,"
+            f" more than a proxy that streams them can hold, then did not come back ({said}):"
+            " memory its allocator reuses, or garbage collected late; judge it on its first run"
+            " after a restart"
+        )
+    text = (
+        f"streaming: growth does not follow the bodies in flight, {of} (holding whole bodies:"
+        f" 1x; {FOLLOWS}x or more reads as buffering): {said}"
+    )
+    if len(passes) > 1 and ratios[0] >= FOLLOWS:
+        text += "; the first pass's growth did not come back: warm-up"
+    elif passes[0][0].peak_growth_bytes >= LADDER_NOISE:
+        text += f"; the first {passes[0][0].peak_growth_bytes / MB:.1f} MB were warm-up"
     if run is not None and run.start_bytes is not None and run.max_bytes is not None:
         growth = run.max_bytes - run.start_bytes
         delta = run.delta_bytes or 0
@@ -366,13 +356,14 @@ class MemoryObserver(Observer):
         self._step: MemoryProbe | None = None
 
     def ladder_steps(self, config: RunConfig) -> list[RunConfig]:
-        """The first pass; another while the last one's growth followed the
-        bodies (a warm-up not yet over, or buffering), at most LADDER_PASSES
-        in all. Buffering grows the same every pass; a warm-up fades."""
+        """The first pass; then, unless it was flat (under FLAT) or cut short,
+        more up to LADDER_PASSES, whose median decides."""
         if not self.ladder:
             return ladder_configs(config)
-        last = self.ladder[-1]
-        if len(self.ladder) >= LADDER_PASSES or len(last) < 2 or not _follows(last):
+        first = self.ladder[0]
+        if len(self.ladder) >= LADDER_PASSES or len(self.ladder[-1]) < 2 or len(first) < 2:
+            return []
+        if _ratio(first) < FLAT:
             return []
         return ladder_configs(config)
 

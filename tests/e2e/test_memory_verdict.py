@@ -78,9 +78,10 @@ def test_the_verdict_holds_cold_and_warm(tmp_path, proxy, mode, word):
         m = r["memory"]
         assert m["start_bytes"] > 0 and m["max_bytes"] >= m["start_bytes"]
     if word == "buffering suspected":
-        # The whole bodies in flight show up, on the warm target too.
-        last = warm["memory_ladder"]["passes"][-1]
-        assert last[-1]["peak_growth_bytes"] - last[0]["peak_growth_bytes"] >= 3 * 1024 * 1024
+        # The whole bodies in flight show up, on the warm target too (the median pass).
+        passes = warm["memory_ladder"]["passes"]
+        rises = sorted(p[-1]["peak_growth_bytes"] - p[0]["peak_growth_bytes"] for p in passes)
+        assert len(passes) == 3 and rises[1] >= 6 * MIB, rises
 
 
 def test_a_buffering_python_proxy_is_never_called_streaming(tmp_path):
