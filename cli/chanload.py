@@ -33,6 +33,7 @@ from cli.options import (
 )
 from cli.results import results_app
 from common import eventloop, tcp
+from common.children import python_module
 from engine import __version__, interrupt
 from engine.config import (
     DEFAULT_CHANNEL,
@@ -269,7 +270,7 @@ def run(
 def make_config(*, cookie: str | None, **options) -> RunConfig:
     """A RunConfig, or exit 2 with every problem on its own line (the last one via fail)."""
     try:
-        config = RunConfig(cookie=cookie or os.environ.get("CHANLOAD_COOKIE"), **options)
+        config = RunConfig(cookie=cookie or env_cookie(), **options)
     except ConfigError as exc:
         for problem in exc.problems[:-1]:
             print(f"{PROG}: error: {problem}", file=sys.stderr)
@@ -473,12 +474,32 @@ def replace_config(config: RunConfig, **changes) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> None:
     _ARGV[:] = list(sys.argv[1:] if argv is None else argv)
+    given = [a for a in _ARGV if a == "--cookie" or a.startswith("--cookie=")]
+    if len(given) > 1:
+        # Which one would win is a guess the user should not have to make, and
+        # the re-exec below would leave both in /proc/PID/cmdline.
+        print(f"{PROG}: error: --cookie given {len(given)} times; give it once", file=sys.stderr)
+        sys.exit(2)
     if argv is None:
         move_cookie_out_of_argv(_ARGV)  # re-executes itself when --cookie is there
     _SHOWN[:] = _ARGV
     if os.environ.pop(COOKIE_MOVED, None) == "1":
         _SHOWN.extend(["--cookie", "***"])
+    env_cookie()  # out of the environment before any child starts
     sys.exit(run_app(app, PROG, _ARGV))
+
+
+_ENV_COOKIE: dict[str, str] = {}
+
+
+def env_cookie() -> str | None:
+    """$CHANLOAD_COOKIE, read once and removed from this process's environment,
+    so that no child (workers, embedded chansink/chanproxy) inherits it: none
+    of them joins the node."""
+    value = os.environ.pop("CHANLOAD_COOKIE", None)
+    if value is not None:
+        _ENV_COOKIE["cookie"] = value
+    return _ENV_COOKIE.get("cookie")
 
 
 def move_cookie_out_of_argv(argv: list[str]) -> None:
@@ -498,11 +519,9 @@ def move_cookie_out_of_argv(argv: list[str]) -> None:
             break
     else:
         return
-    if any(a == "--cookie" or a.startswith("--cookie=") for a in rest):
-        return  # given twice: left for the usage error
     env = dict(os.environ, CHANLOAD_COOKIE=value, **{COOKIE_MOVED: "1"})
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "cli.chanload", *rest], env)
+    os.execve(sys.executable, python_module("cli.chanload", *rest), env)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 from typing import Annotated
 
@@ -46,10 +47,15 @@ Unknown or disabled channels get 404 {"error":"Not Found"}; an unreachable
 sink 502 {"error":"Bad Gateway"}; a sink slower than --upstream-timeout 504.
 
 Channels come from --channels FILE (a JSON list of {"name", "sink_url", "id"?,
-"enabled"?}) and/or the admin endpoint, which answers loopback clients only:
+"enabled"?}) and/or the admin endpoint:
 
   POST /_admin/channels {"name": "...", "sink_url": "http://..."}  -> 201 {"id": ...}
   GET  /_admin/channels                                           -> the list
+
+It answers loopback clients asking for a loopback Host only, with the admin
+token in an X-Admin-Token header (a random one is printed at start, or give
+--admin-token), a POST as Content-Type: application/json; an existing id is
+never replaced (409).
 
 --buffer reads whole request and response bodies into memory before
 forwarding them: a deliberately bad proxy, the control for memory verdicts.
@@ -76,10 +82,21 @@ def chanproxy(
     header_timeout: HeaderTimeoutOption = DEFAULT_HEADER_TIMEOUT,
     idle_timeout: IdleTimeoutOption = DEFAULT_IDLE_TIMEOUT,
     congestion: CongestionOption = tcp.AUTO,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CHANPROXY_ADMIN_TOKEN",
+            show_envvar=True,
+            help="The admin endpoint's token (else a random one, printed at start);"
+            " prefer the environment variable: a command line shows in ps.",
+        ),
+    ] = None,
     version: VersionOption = None,
 ) -> None:
     try:
         config = ProxyConfig(
+            admin_token=admin_token or secrets.token_urlsafe(24),
+            admin_token_given=bool(admin_token),
             host=host,
             port=port,
             channels_file=channels,

@@ -2,7 +2,8 @@
 
 tcp (socket options, --congestion), memo (the read memo of a parser),
 eventloop (uvloop), listening (binding a server), bodies (response heads and
-filler bodies), lifecycle (signals, grace period, drain).
+filler bodies), lifecycle (signals, grace period, drain), children (child Python
+processes, isolated from the working directory).
 """
 
 __version__ = "0.1.0"

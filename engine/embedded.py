@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from common.children import python_module
 
 START_TIMEOUT = 20.0
 
@@ -43,14 +45,15 @@ class Child:
             self.proc.wait()
 
 
-def _start(name: str, args: list[str], workdir: Path) -> Child:
+def _start(name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None) -> Child:
     log = workdir / f"{name}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", f"cli.{name}", "--port", "0", *args],
+        python_module(f"cli.{name}", "--port", "0", *args),
         stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parents[1],
+        env=None if env is None else {**os.environ, **env},
     )
     child = Child(name, proc, log)
     deadline = time.monotonic() + START_TIMEOUT
@@ -67,14 +70,14 @@ def _start(name: str, args: list[str], workdir: Path) -> Child:
     raise EmbeddedError(f"{name} did not start within {START_TIMEOUT:g}s")
 
 
-def create_channel(proxy_url: str, name: str, sink_url: str) -> str:
+def create_channel(proxy_url: str, name: str, sink_url: str, token: str) -> str:
     """POST /_admin/channels; the new channel's id."""
     body = json.dumps({"name": name, "sink_url": sink_url}).encode()
     request = urllib.request.Request(
         f"{proxy_url}/_admin/channels",
         data=body,
         method="POST",
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", "x-admin-token": token},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())["id"]
@@ -98,12 +101,14 @@ class Embedded:
         try:
             tcp_args = ["--congestion", self.congestion]
             self.sink = _start("chansink", tcp_args, self.workdir)
+            token = secrets.token_urlsafe(24)  # by the environment: a command line shows in ps
             self.proxy = _start(
                 "chanproxy",
                 [*tcp_args, *(["--buffer"] if self.proxy_buffer else [])],
                 self.workdir,
+                env={"CHANPROXY_ADMIN_TOKEN": token},
             )
-            channel_id = create_channel(self.proxy.url, self.channel_name, self.sink.url)
+            channel_id = create_channel(self.proxy.url, self.channel_name, self.sink.url, token)
             self.channel_url = f"{self.proxy.url}/channels/{channel_id}/test"
         except BaseException:
             self.close()

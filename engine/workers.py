@@ -43,6 +43,7 @@ from dataclasses import asdict, replace
 from typing import Any, BinaryIO
 
 from common import eventloop
+from common.children import python_module
 from engine.drive import load, make_executor
 from engine.measure.metrics import Recorder, Snapshot, combine_snapshots
 from engine.target import TargetError
@@ -128,9 +129,7 @@ async def run_workers(
         for index in range(count):
             log = tempfile.TemporaryFile(prefix="chanload-worker-")  # noqa: SIM115 - closed below
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "engine.workers",
+                *python_module("engine.workers"),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,

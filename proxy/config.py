@@ -34,9 +34,15 @@ class ProxyConfig:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     congestion: str = tcp.AUTO
+    # The admin endpoint's token (proxy/admin.py): made at start unless given.
+    admin_token: str = ""
+    admin_token_given: bool = False
 
     def __post_init__(self) -> None:
         problems = []
+        token = self.admin_token
+        if token and (len(token) < 16 or not all(33 <= ord(c) < 127 for c in token)):
+            problems.append("--admin-token must be 16 or more visible ASCII characters, no spaces")
         if not 0 <= self.port <= 65535:
             problems.append(f"--port must be 0-65535, got {self.port}")
         if not self.upstream_timeout > 0:

@@ -71,7 +71,7 @@ class Exchange:
         self.local_status = 404
         self.local_payload: object = heads.NOT_FOUND
         self.admin = False
-        self.admin_body = bytearray()
+        self.admin_body: bytearray | None = bytearray()  # None: over admin.BODY_MAX
         self.channel = None
         # Proxying.
         self.conn: UpstreamConnection | None = None
@@ -92,8 +92,12 @@ class Exchange:
 
     def body(self, data: bytes) -> None:
         if self.kind != "proxy":
-            if self.admin and len(self.admin_body) < admin.BODY_MAX:
-                self.admin_body += data
+            kept = self.admin_body
+            if self.admin and kept is not None:
+                if len(kept) + len(data) > admin.BODY_MAX:
+                    self.admin_body = None  # too large: 413, the rest read and dropped
+                else:
+                    kept += data
             return
         self.mode.request_body(self, data)
 
@@ -151,6 +155,8 @@ class Exchange:
         self.conn = conn
         conn.start(self, head_request=self.method == b"HEAD")
         proto = self.proto
+        if proto.write_paused:
+            conn.pause_reading()  # connected while the client stopped reading
         if proto.feeding:
             conn.cork()  # the head and the body of this read go out together
             proto.corked.append(conn)
@@ -281,13 +287,20 @@ class Exchange:
             return
         proto = self.proto
         if self.admin:
-            status, payload = admin.answer(
-                proto.shared.registry,
-                proto.peer_loopback,
-                self.method,
-                self.url,
-                bytes(self.admin_body),
-            )
+            body = self.admin_body
+            try:
+                status, payload = admin.answer(
+                    proto.shared.registry,
+                    proto.shared.config.admin_token,
+                    proto.peer_loopback,
+                    self.method,
+                    self.url,
+                    self.headers,
+                    None if body is None else bytes(body),
+                )
+            except Exception as exc:  # never a connection left without an answer
+                status, payload = 500, {"error": f"internal error ({type(exc).__name__})"}
+                self.keep_alive = False
         else:
             status, payload = self.local_status, self.local_payload
         proto.write(heads.json_response(status, payload, self.keep_alive))

@@ -4,7 +4,9 @@ Requests are parsed with httptools as they stream in. The first request of
 the connection is *active*: its body goes to the sink as it arrives, and the
 sink's answer comes back as it arrives, both under flow control
 (proxy/exchange.py). Pipelined requests wait their turn (reading pauses while
-they do).
+they do). A client that stops reading stops everything: while its writes are
+paused nothing more is read from it or from the sink, and the next pipelined
+request waits, so what a connection holds is bounded whatever it sends.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class ProxyProtocol(Corked, asyncio.Protocol):
         self.peer_ip = b"127.0.0.1"
         self.peer_loopback = True
         self._read_blocks: set[str] = set()
-        self._write_paused = False
+        self.write_paused = False
+        self._activate_next = False  # the next exchange waits for the client to read
         self._reading_done = False
         self._out: list | None = None  # corked: writes wait to go out in one writev
         self.feeding = False
@@ -45,6 +48,7 @@ class ProxyProtocol(Corked, asyncio.Protocol):
         self.heads = 0  # requests begun on this connection (the idle sweep's activity mark)
         self._idle_mark = -1
         self._idle_since: float | None = None
+        self._reading_since = 0.0  # when reading last resumed (perf_counter)
 
     @property
     def active(self) -> Exchange | None:
@@ -102,16 +106,23 @@ class ProxyProtocol(Corked, asyncio.Protocol):
             self.uncork()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        # The client is not reading: read nothing more from it (no new requests,
+        # no new answers to hold) and nothing more of the sink's answer.
+        self.write_paused = True
+        self.block_reading("write")
         active = self.active
         if active is not None and active.conn is not None:
             active.conn.pause_reading()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         active = self.active
-        if active is not None and active.conn is not None:
+        if self._activate_next and active is not None:
+            self._activate_next = False
+            active.activate()
+        elif active is not None and active.conn is not None:
             active.conn.resume_reading()
+        self.unblock_reading("write")
 
     # -- httptools ------------------------------------------------------------------
 
@@ -147,10 +158,12 @@ class ProxyProtocol(Corked, asyncio.Protocol):
                 ex.request_length = int(value)
         self._route(ex)
         self.exchanges.append(ex)
-        if len(self.exchanges) == 1:
-            ex.activate()
-        else:
+        if len(self.exchanges) > 1:
             self.block_reading("pipeline")
+        elif self.write_paused:
+            self._activate_next = True
+        else:
+            ex.activate()
 
     def on_body(self, body: bytes) -> None:
         self.incoming.body(body)
@@ -187,6 +200,7 @@ class ProxyProtocol(Corked, asyncio.Protocol):
             self._read_blocks.discard(reason)
             if not self._read_blocks and not self.closed and not self._reading_done:
                 self.transport.resume_reading()
+                self._reading_since = time.perf_counter()
 
     def exchange_finished(self, ex: Exchange, keep_alive: bool) -> None:
         if self.exchanges and self.exchanges[0] is ex:
@@ -198,7 +212,10 @@ class ProxyProtocol(Corked, asyncio.Protocol):
             nxt = self.exchanges[0]
             if len(self.exchanges) == 1:
                 self.unblock_reading("pipeline")
-            nxt.activate()
+            if self.write_paused:
+                self._activate_next = True  # its answer waits until the client reads
+            else:
+                nxt.activate()
         self.unblock_reading("upstream")
 
     def _bad_request(self, status: int, count: bool = True) -> None:
@@ -227,7 +244,9 @@ class ProxyProtocol(Corked, asyncio.Protocol):
         config = self.shared.config
         incoming = self.incoming
         if incoming is not None and incoming not in self.exchanges:
-            if now - incoming.started > config.header_timeout:
+            if self._read_blocks:
+                return  # the head waits on us (reading paused), not on a slow client
+            if now - max(incoming.started, self._reading_since) > config.header_timeout:
                 self.shared.stats.timed_out += 1
                 self._bad_request(408, count=False)
             return

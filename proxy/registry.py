@@ -13,6 +13,10 @@ class ChannelError(ValueError):
     """A channel definition that cannot work."""
 
 
+class ChannelExists(ChannelError):
+    """A channel with this id is there already (it is never replaced)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Channel:
     id: str
@@ -38,13 +42,19 @@ class Channel:
 
 
 def check_sink_url(url: str) -> None:
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ChannelError(f"sink_url {url!r} must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:
         raise ChannelError(f"sink_url {url!r} is not a valid URL ({exc})") from None
+    if parts.scheme == "https":
+        raise ChannelError(
+            f"sink_url {url!r}: chanproxy speaks plain HTTP to sinks; give an http:// URL"
+        )
     if parts.scheme != "http" or not parts.hostname:
-        raise ChannelError(f"sink_url {url!r} must be an http:// URL with a host")
+        raise ChannelError(f"sink_url {url!r} must be an absolute http:// URL with a host")
 
 
 def canonical_id(value: str) -> str | None:
@@ -81,6 +91,8 @@ class Registry:
             raise ChannelError(f"id {channel_id!r} is not a UUID")
         else:
             channel_id = canonical_id(channel_id)
+        if channel_id in self._by_id:
+            raise ChannelExists(f"a channel with id {channel_id} exists already")
         channel = Channel(channel_id, name, sink_url, enabled)
         self._by_id[channel_id] = channel
         return channel

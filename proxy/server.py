@@ -28,6 +28,12 @@ async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = No
         f"chanproxy listening on http://{host}:{port} ({len(registry)} channels, {mode});"
         f" TCP: {tcp.describe(config.congestion)}\n"
     )
+    if config.admin_token_given:
+        out.write("chanproxy admin endpoint: /_admin/channels, X-Admin-Token from --admin-token\n")
+    else:
+        out.write(
+            f"chanproxy admin endpoint: /_admin/channels, X-Admin-Token: {config.admin_token}\n"
+        )
     out.flush()
 
     async def report() -> None:

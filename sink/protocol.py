@@ -353,6 +353,11 @@ class SinkProtocol(ReadMemo, asyncio.BufferedProtocol):
         if replies.closed or replies.reading_done:
             return
         if self._in_head:
+            if replies.read_paused:
+                # We stopped reading (the client reads none of its answers): the
+                # head waits on us, not on a slow client. Its clock starts again.
+                self._head_started = now
+                return
             if now - self._head_started > header_timeout:
                 self._stats.timed_out += 1
                 self._refuse(408, bodies.ERR_REQUEST_TIMEOUT, count=False)

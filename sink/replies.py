@@ -128,6 +128,11 @@ class ReplyQueue:
         """Nothing owed: no reply queued, waiting or streaming."""
         return self._busy is None and not self._queue
 
+    @property
+    def read_paused(self) -> bool:
+        """Reading is paused by us: replies owed pile up (the client reads none)."""
+        return self._read_paused
+
     # -- what the protocol calls -----------------------------------------------
 
     def write(self, data: bytes | memoryview) -> None:

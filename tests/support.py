@@ -109,6 +109,13 @@ def start_sink(
     return sink
 
 
+def admin_token(proxy: SinkProcess) -> str:
+    """chanproxy's admin token, from its banner (made at start)."""
+    m = re.search(r"X-Admin-Token: (\S+)", proxy.output())
+    assert m, f"no admin token in chanproxy's banner: {proxy.output()[:500]}"
+    return m.group(1)
+
+
 # -- a small blocking HTTP/1.1 client on h11, for exact control in tests ------
 
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import itertools
 import os
 import random
+import secrets
 import socket
 import struct
 import time
@@ -399,9 +401,11 @@ async def _handshake(reader, writer, ours: str, creation: int, cookie: bytes, re
     if challenge_msg[:1] != b"N":
         raise HandshakeError(f"{remote} sent an old-style challenge ({challenge_msg[:1]!r})")
     their_flags, their_challenge = struct.unpack(">QI", challenge_msg[1:13])
-    ours_challenge = random.randrange(2**32)
+    # The challenge must not be guessable (a node that could predict it could
+    # replay a digest it saw); the digest is compared in constant time.
+    ours_challenge = secrets.randbelow(2**32)
     send(b"r" + struct.pack(">I", ours_challenge) + _digest(cookie, their_challenge))
     ack = await frame()
-    if ack[:1] != b"a" or ack[1:17] != _digest(cookie, ours_challenge):
+    if ack[:1] != b"a" or not hmac.compare_digest(ack[1:17], _digest(cookie, ours_challenge)):
         raise CookieRejected(f"{remote} did not prove it knows the cookie")
     del their_flags

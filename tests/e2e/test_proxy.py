@@ -11,7 +11,14 @@ import time
 import httpx
 import pytest
 
-from tests.support import H11Client, raw_exchange, read_until_closed, rss_bytes, wait_until
+from tests.support import (
+    H11Client,
+    admin_token,
+    raw_exchange,
+    read_until_closed,
+    rss_bytes,
+    wait_until,
+)
 
 MIB = 1024 * 1024
 CHANNEL_ID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
@@ -160,7 +167,9 @@ def test_pipelined_requests_come_back_in_order(proxy_factory, sink, tmp_path):
 
 def test_admin_endpoint_creates_and_lists_channels(proxy_factory, sink):
     proxy = proxy_factory()
-    with httpx.Client(base_url=f"http://127.0.0.1:{proxy.port}") as client:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{proxy.port}", headers={"x-admin-token": admin_token(proxy)}
+    ) as client:
         r = client.post("/_admin/channels", json={"name": "a", "sink_url": sink.url})
         assert r.status_code == 201
         channel_id = r.json()["id"]
@@ -169,7 +178,11 @@ def test_admin_endpoint_creates_and_lists_channels(proxy_factory, sink):
         assert client.post("/channels/" + channel_id + "/t", content=b"hi").status_code == 200
         bad = client.post("/_admin/channels", json={"name": "b", "sink_url": "ftp://x"})
         assert bad.status_code == 422 and "http://" in bad.json()["error"]
-        assert client.post("/_admin/channels", content=b"{not json").status_code == 422
+        assert client.post("/_admin/channels", content=b"{not json").status_code == 415
+        bad_json = client.post(
+            "/_admin/channels", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert bad_json.status_code == 400
 
 
 def non_loopback_address() -> str | None:

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz import tally
-from tests.support import rss_bytes
+from tests.support import admin_token, rss_bytes
 
 CASES = int(os.environ.get("CHANLOAD_SERVER_FUZZ_CASES", "1000"))
 ANSWER_WITHIN = 3.0  # seconds for the server to answer or close after our half-close
@@ -185,7 +185,11 @@ def test_chansink_survives_malformed_requests(sink):
 def test_chanproxy_survives_malformed_requests(proxy_factory, sink):
     proxy = proxy_factory()
     base = f"http://127.0.0.1:{proxy.port}"
-    r = httpx.post(base + "/_admin/channels", json={"name": "fuzz", "sink_url": sink.url})
+    r = httpx.post(
+        base + "/_admin/channels",
+        json={"name": "fuzz", "sink_url": sink.url},
+        headers={"x-admin-token": admin_token(proxy)},
+    )
     channel = r.json()["id"]
     path = f"/channels/{channel}/".encode()
     fuzz("chanproxy", proxy, path, f"{base}/channels/{channel}/ok")

@@ -133,13 +133,45 @@ def test_local_answers_are_whole_json_responses():
 
 def test_the_admin_endpoint_answers_loopback_only_and_validates():
     registry = Registry()
-    assert admin.answer(registry, False, b"GET", b"/_admin/channels", b"")[0] == 403
-    assert admin.answer(registry, True, b"GET", b"/_admin/other", b"") == (404, heads.NOT_FOUND)
-    assert admin.answer(registry, True, b"DELETE", b"/_admin/channels", b"")[0] == 405
-    status, payload = admin.answer(registry, True, b"POST", b"/_admin/channels", b"[1]")
+    token = "t" * 20
+    ok = [(b"Host", b"127.0.0.1:4000"), (b"X-Admin-Token", token.encode())]
+    json_ct = [*ok, (b"Content-Type", b"application/json; charset=utf-8")]
+
+    def ask(method, url, headers=ok, body=b"", loopback=True):
+        return admin.answer(registry, token, loopback, method, url, headers, body)
+
+    assert ask(b"GET", b"/_admin/channels", loopback=False)[0] == 403
+    rebound = [(b"Host", b"evil.example:4000"), ok[1]]  # DNS rebinding: the page's own name
+    assert ask(b"GET", b"/_admin/channels", headers=rebound)[0] == 403
+    assert ask(b"GET", b"/_admin/channels", headers=[ok[0]])[0] == 401
+    assert ask(b"GET", b"/_admin/channels", headers=[ok[0], (b"x-admin-token", b"nope")])[0] == 401
+    assert ask(b"GET", b"/_admin/other") == (404, heads.NOT_FOUND)
+    assert ask(b"DELETE", b"/_admin/channels")[0] == 405
+    assert ask(b"POST", b"/_admin/channels", body=b"{}")[0] == 415
+    status, payload = ask(b"POST", b"/_admin/channels", json_ct, b"[1]")
     assert status == 422 and "JSON object" in payload["error"]
+    assert ask(b"POST", b"/_admin/channels", json_ct, None)[0] == 413
+    assert ask(b"POST", b"/_admin/channels", json_ct, b"[" * 100_000)[0] == 400
+    for bad in ({"name": "a", "sink_url": "http://127.0.0.1:1", "id": 7},
+                {"name": 1, "sink_url": "http://127.0.0.1:1"},
+                {"name": "a", "sink_url": "http://127.0.0.1:1/a b"},
+                {"name": "a", "sink_url": "https://127.0.0.1:1"},
+                {"name": "a", "sink_url": "http://127.0.0.1:1", "enabled": "yes"}):  # fmt: skip
+        assert ask(b"POST", b"/_admin/channels", json_ct, json.dumps(bad).encode())[0] == 422, bad
     body = json.dumps({"name": "a", "sink_url": "http://127.0.0.1:4001"}).encode()
-    status, created = admin.answer(registry, True, b"POST", b"/_admin/channels?x=1", body)
+    status, created = ask(b"POST", b"/_admin/channels?x=1", json_ct, body)
     assert status == 201 and created["name"] == "a"
-    status, listed = admin.answer(registry, True, b"GET", b"/_admin/channels", b"")
-    assert status == 200 and [c["id"] for c in listed] == [created["id"]]
+    again = json.dumps({"name": "b", "sink_url": "http://10.0.0.1", "id": created["id"]}).encode()
+    assert ask(b"POST", b"/_admin/channels", json_ct, again)[0] == 409
+    status, listed = ask(b"GET", b"/_admin/channels")
+    assert status == 200 and [(c["id"], c["name"]) for c in listed] == [(created["id"], "a")]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [(b"localhost", True), (b"localhost:4000", True), (b"127.0.0.1", True), (b"127.1.2.3:9", True),
+     (b"[::1]:4000", True), (b"::1", True), (b"evil.example", False), (b"127.0.0.1.nip.io", False),
+     (b"10.0.0.1:4000", False), (b"", False), (b"[::1", False)],
+)  # fmt: skip
+def test_loopback_hosts(host, loopback):
+    assert admin.loopback_host(host) is loopback
