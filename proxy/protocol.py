@@ -160,10 +160,8 @@ class ProxyProtocol(Corked, asyncio.Protocol):
         self.exchanges.append(ex)
         if len(self.exchanges) > 1:
             self.block_reading("pipeline")
-        elif self.write_paused:
-            self._activate_next = True
         else:
-            ex.activate()
+            self._take_turn(ex)
 
     def on_body(self, body: bytes) -> None:
         self.incoming.body(body)
@@ -202,6 +200,14 @@ class ProxyProtocol(Corked, asyncio.Protocol):
                 self.transport.resume_reading()
                 self._reading_since = time.perf_counter()
 
+    def _take_turn(self, ex: Exchange) -> None:
+        """``ex`` is first in line: activate it, or, while the client reads
+        none of its answers, when it reads again (resume_writing)."""
+        if self.write_paused:
+            self._activate_next = True
+        else:
+            ex.activate()
+
     def exchange_finished(self, ex: Exchange, keep_alive: bool) -> None:
         if self.exchanges and self.exchanges[0] is ex:
             self.exchanges.popleft()
@@ -212,10 +218,7 @@ class ProxyProtocol(Corked, asyncio.Protocol):
             nxt = self.exchanges[0]
             if len(self.exchanges) == 1:
                 self.unblock_reading("pipeline")
-            if self.write_paused:
-                self._activate_next = True  # its answer waits until the client reads
-            else:
-                nxt.activate()
+            self._take_turn(nxt)
         self.unblock_reading("upstream")
 
     def _bad_request(self, status: int, count: bool = True) -> None:

@@ -109,7 +109,7 @@ def test_the_one_figure_rule_flags_a_cold_streaming_proxy_the_ladder_does_not(tm
     bodies of 1.25 MiB: larger than what it reads and queues per connection
     (at 1 MiB it holds part of each body, about as much as a cold allocator
     grows: no rule tells them apart, README). Its first large bodies grow it
-    by about 10 MB (bench_results/perf-ladder.md), over half of the 12.5 MB
+    by 9 to 11 MB (bench_results/perf-ladder.md), over half of the 12.5 MB
     in flight, so the seed's rule, applied to that cold growth (the JSON's
     `one_figure_verdict`), says buffering. The ladder says streaming, cold
     and warm."""
