@@ -119,7 +119,10 @@ class BadRpc(DistError):
 
 
 def format_term(term: Any, limit: int = 300) -> str:
-    text = repr(term)
+    try:
+        text = repr(term)
+    except ValueError:  # an integer past Python's digit limit for str()
+        text = f"<{type(term).__name__} too large to show>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -210,6 +213,7 @@ class Node:
         self._last_write = time.monotonic()
         self._last_read = time.monotonic()
         self.net_ticktime = net_ticktime
+        self.max_frame = etf.MAX_FRAME  # a longer frame ends the connection, unread
         self._closed = False
         self.lost: str | None = None  # why the connection ended, once it has
         self._reader_task = asyncio.get_running_loop().create_task(self._read_frames())
@@ -307,12 +311,21 @@ class Node:
                 if length == 0:
                     self._write(header)  # answer the tick
                     continue
+                if length > self.max_frame:
+                    raise etf.DecodeError(
+                        f"a frame of {length:,} bytes (at most {self.max_frame:,})"
+                    )
                 frame = await self._reader.readexactly(length)
                 self._dispatch(frame)
         except asyncio.IncompleteReadError:
             pass
-        except (OSError, etf.DecodeError) as exc:
+        except OSError as exc:
             reason = f"{type(exc).__name__}: {exc}"
+        except etf.DecodeError as exc:
+            # Nothing more from this node can be trusted to line up: end the
+            # connection, and say why (not "the node closed the connection").
+            reason = f"chanload refused a term the node sent: {exc}"
+            self._writer.close()
         except asyncio.CancelledError:
             reason = "closed by chanload"
             raise
@@ -321,24 +334,36 @@ class Node:
             self._fail_all(self.lost)
 
     def _dispatch(self, frame: bytes) -> None:
+        """Act on one frame: a reply to a call of ours, or an unlink to acknowledge.
+
+        Every term in the frame shares one etf.Budget; a frame whose terms or
+        shape are not what a node sends raises etf.DecodeError."""
         if frame[0] != PASS_THROUGH:
             return  # nothing else is sent to a node that asked for no atom cache
         view = memoryview(frame)
-        if view[1] != etf.VERSION:
+        if len(view) < 2 or view[1] != etf.VERSION:
             raise etf.DecodeError("control message without a version byte")
-        control, pos = etf.decode_at(view, 2)
+        budget = etf.Budget()
+        control, pos = etf.decode_at(view, 2, budget)
         message = None
         if pos < len(view):
             if view[pos] != etf.VERSION:
                 raise etf.DecodeError("message without a version byte")
-            message, _ = etf.decode_at(view, pos + 1)
-        op = control[0] if isinstance(control, tuple) and control else None
+            message, end = etf.decode_at(view, pos + 1, budget)
+            if end != len(view):
+                raise etf.DecodeError(f"{len(view) - end} bytes after the message")
+        if not isinstance(control, tuple) or not control:
+            raise etf.DecodeError(f"a control message that is not a tuple: {format_term(control)}")
+        op = control[0]
         if op in (SEND, SEND_TT):
             if isinstance(message, tuple) and len(message) == 2:
-                pending = self._pending.get(message[0])
+                ref = message[0]
+                pending = self._pending.get(ref) if isinstance(ref, Reference) else None
                 if pending is not None and not pending.future.done():
                     pending.future.set_result(message[1])
         elif op == UNLINK_ID:
+            if len(control) != 4:
+                raise etf.DecodeError(f"an UNLINK_ID of {len(control)} elements, not 4")
             _, unlink_id, sender, receiver = control
             self._send_control((UNLINK_ID_ACK, unlink_id, receiver, sender))
 

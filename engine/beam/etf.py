@@ -51,8 +51,6 @@ ATOM_UTF8_EXT = 118
 SMALL_ATOM_UTF8_EXT = 119
 V4_PORT_EXT = 120
 
-# A compressed term may not inflate beyond this (a guard against zip bombs).
-MAX_INFLATED = 256 * 1024 * 1024
 _ATOM_TAGS = frozenset({ATOM_EXT, SMALL_ATOM_EXT, ATOM_UTF8_EXT, SMALL_ATOM_UTF8_EXT})
 _TRUE = Atom("true")
 _FALSE = Atom("false")
@@ -221,24 +219,95 @@ def map_key_order(term: Any) -> tuple:
 
 # -- decoding ----------------------------------------------------------------
 
+# What one frame from a node may cost us. The replies chanload asks for are
+# small (the collector's buckets, a user or channel struct, code:all_loaded's
+# few thousand modules are under 100,000 objects and 1 MiB); a broken or
+# hostile node could otherwise send a 4 GiB frame, a compressed term that
+# inflates into millions of objects, or nesting deep enough to blow the stack.
+MAX_FRAME = 16 * 1024 * 1024  # bytes of one distribution frame (dist.Node checks it)
+MAX_INFLATED = 16 * 1024 * 1024  # bytes a compressed term may inflate to
+MAX_DEPTH = 200  # nesting of lists, tuples, maps and compressed terms
+# Decoded objects per frame. A list of n small integers (what erl calls a
+# string) costs n/8: CPython shares those integers, the list holds n pointers;
+# an atom is one object per frame however often it recurs. The worst shapes
+# (tests/unit/test_etf.py::test_a_compressed_bomb_is_refused_within_bounded_memory)
+# peak near 55 MB with a 16 MiB inflate, where an unbounded decoder would
+# build gigabytes.
+MAX_OBJECTS = 500_000
 
-def decode(data: bytes | bytearray | memoryview) -> Any:
+_ATOM_TAGS_SMALL = frozenset({SMALL_ATOM_EXT, SMALL_ATOM_UTF8_EXT})
+_CONTAINERS = frozenset({SMALL_TUPLE_EXT, LARGE_TUPLE_EXT, LIST_EXT, MAP_EXT, COMPRESSED})
+# What malformed bytes can make Python raise while we read them; each becomes
+# a DecodeError naming the byte where the term began.
+_MALFORMED = (
+    IndexError,
+    KeyError,
+    struct.error,
+    ValueError,  # includes UnicodeDecodeError, float() of garbage, int digit limits
+    TypeError,  # e.g. an unhashable map key we could not turn hashable
+    OverflowError,
+    zlib.error,
+    RecursionError,
+    MemoryError,
+)
+
+
+class Budget:
+    """What is left to spend on one frame: objects, nesting, inflated bytes.
+
+    One Budget is shared by every term read from a frame (a distribution
+    frame holds a control message and a message), so the frame, not each
+    term, is bounded.
+    """
+
+    __slots__ = ("atoms", "limit", "max_depth", "max_inflated", "objects")
+
+    def __init__(
+        self,
+        objects: int = MAX_OBJECTS,
+        max_depth: int = MAX_DEPTH,
+        max_inflated: int = MAX_INFLATED,
+    ) -> None:
+        self.objects = self.limit = objects
+        self.max_depth = max_depth
+        self.max_inflated = max_inflated  # what the frame's compressed terms may still inflate to
+        self.atoms: dict[bytes, Any] = {}  # one object per atom, as a node's atom table
+
+    def spend(self, n: int, pos: int) -> None:
+        self.objects -= n
+        if self.objects < 0:
+            raise DecodeError(
+                f"term refused at byte {pos}: more than {self.limit:,} objects in one frame"
+            )
+
+
+def decode(data: bytes | bytearray | memoryview, budget: Budget | None = None) -> Any:
     """Read one external term (with its 131 version byte); nothing may follow it."""
     view = memoryview(data)
     if not view or view[0] != VERSION:
         raise DecodeError("not an external term (no version byte 131)")
-    term, pos = decode_at(view, 1)
+    term, pos = decode_at(view, 1, budget)
     if pos != len(view):
         raise DecodeError(f"{len(view) - pos} bytes left after the term")
     return term
 
 
-def decode_at(view: memoryview, pos: int) -> tuple[Any, int]:
-    """Read the term at ``pos`` (after any version byte); return it and the next position."""
+def decode_at(view: memoryview, pos: int, budget: Budget | None = None) -> tuple[Any, int]:
+    """Read the term at ``pos`` (after any version byte); return it and the next position.
+
+    Anything wrong with the bytes -- truncated, malformed, nested deeper than
+    ``MAX_DEPTH``, more objects than the budget -- raises DecodeError, never
+    another exception.
+    """
+    if budget is None:
+        budget = Budget()
     try:
-        return _decode(view, pos)
-    except (IndexError, struct.error, UnicodeDecodeError, zlib.error) as exc:
-        raise DecodeError(f"truncated or malformed term at byte {pos}: {exc}") from None
+        return _decode(view, pos, budget, 0)
+    except DecodeError:
+        raise
+    except _MALFORMED as exc:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise DecodeError(f"truncated or malformed term at byte {pos} ({detail})") from None
 
 
 def _atom(name: str) -> Any:
@@ -251,16 +320,16 @@ def _atom(name: str) -> Any:
     return Atom(name)
 
 
-def _read_atom(view: memoryview, pos: int) -> tuple[Atom, int]:
-    value, pos = _decode(view, pos)
+def _read_atom(view: memoryview, pos: int, budget: Budget, depth: int) -> tuple[Atom, int]:
+    if view[pos] not in _ATOM_TAGS:
+        raise DecodeError(f"expected an atom at byte {pos}")
+    value, pos = _decode(view, pos, budget, depth)
     if value is True:
         return _TRUE, pos
     if value is False:
         return _FALSE, pos
     if value is None:
         return _NIL, pos
-    if not isinstance(value, Atom):
-        raise DecodeError(f"expected an atom at byte {pos}")
     return value, pos
 
 
@@ -280,60 +349,74 @@ def _take(view: memoryview, pos: int, n: int, what: str) -> tuple[bytes, int]:
     return raw, pos + n
 
 
-def _items(view: memoryview, pos: int, n: int) -> tuple[list[Any], int]:
+def _items(view: memoryview, pos: int, n: int, budget: Budget, depth: int) -> tuple[list, int]:
     """``n`` terms decoded one after another from ``pos``."""
+    # Every term takes at least one byte: a count beyond what is left is a lie
+    # (and would have us loop until the bytes run out).
+    if n > len(view) - pos:
+        raise IndexError(f"{n} elements announced, {len(view) - pos} bytes left")
     items = []
     for _ in range(n):
-        item, pos = _decode(view, pos)
+        item, pos = _decode(view, pos, budget, depth)
         items.append(item)
     return items, pos
 
 
-def _decode(view: memoryview, pos: int) -> tuple[Any, int]:
+def _decode(view: memoryview, pos: int, budget: Budget, depth: int) -> tuple[Any, int]:
     tag = view[pos]
+    budget.spend(1, pos)
+    if tag in _CONTAINERS and depth >= budget.max_depth:
+        raise DecodeError(f"term refused at byte {pos}: nested deeper than {budget.max_depth}")
     pos += 1
     if tag == SMALL_INTEGER_EXT:
         return view[pos], pos + 1
     if tag == INTEGER_EXT:
         return struct.unpack_from(">i", view, pos)[0], pos + 4
     if tag in _ATOM_TAGS:
-        n, pos = _length(view, pos, 1 if tag in (SMALL_ATOM_UTF8_EXT, SMALL_ATOM_EXT) else 2)
+        n, pos = _length(view, pos, 1 if tag in _ATOM_TAGS_SMALL else 2)
         raw, pos = _take(view, pos, n, "atom")
-        encoding = "utf-8" if tag in (ATOM_UTF8_EXT, SMALL_ATOM_UTF8_EXT) else "latin-1"
-        return _atom(raw.decode(encoding)), pos
+        key = raw if tag in (ATOM_UTF8_EXT, SMALL_ATOM_UTF8_EXT) else b"\xff" + raw
+        atom = budget.atoms.get(key)
+        if atom is None:
+            utf8 = tag in (ATOM_UTF8_EXT, SMALL_ATOM_UTF8_EXT)
+            atom = budget.atoms[key] = _atom(raw.decode("utf-8" if utf8 else "latin-1"))
+        return atom, pos
     if tag == BINARY_EXT:
         n, pos = _length(view, pos, 4)
         return _take(view, pos, n, "binary")
     if tag in (SMALL_TUPLE_EXT, LARGE_TUPLE_EXT):
         n, pos = _length(view, pos, 1 if tag == SMALL_TUPLE_EXT else 4)
-        items, pos = _items(view, pos, n)
+        items, pos = _items(view, pos, n, budget, depth + 1)
         return tuple(items), pos
     if tag == NIL_EXT:
         return [], pos
     if tag == STRING_EXT:
         n, pos = _length(view, pos, 2)
         raw, pos = _take(view, pos, n, "string")
+        budget.spend(n // 8, pos)
         return list(raw), pos
     if tag == LIST_EXT:
         n, pos = _length(view, pos, 4)
-        items, pos = _items(view, pos, n)
-        tail, pos = _decode(view, pos)
+        items, pos = _items(view, pos, n, budget, depth + 1)
+        tail, pos = _decode(view, pos, budget, depth + 1)
         if tail == [] and type(tail) is list:
             return items, pos
         return ImproperList(tuple(items), tail), pos
     if tag == MAP_EXT:
         n, pos = _length(view, pos, 4)
+        if n > (len(view) - pos) // 2:
+            raise IndexError(f"{n} map pairs announced, {len(view) - pos} bytes left")
         result = {}
         for _ in range(n):
-            key, pos = _decode(view, pos)
-            value, pos = _decode(view, pos)
+            key, pos = _decode(view, pos, budget, depth + 1)
+            value, pos = _decode(view, pos, budget, depth + 1)
             result[_hashable(key)] = value
         return result, pos
     if tag == NEW_FLOAT_EXT:
         return struct.unpack_from(">d", view, pos)[0], pos + 8
     if tag == FLOAT_EXT:
-        text = bytes(view[pos : pos + 31]).split(b"\0", 1)[0]
-        return float(text), pos + 31
+        raw, end = _take(view, pos, 31, "float")
+        return float(raw.split(b"\0", 1)[0]), end
     if tag in (SMALL_BIG_EXT, LARGE_BIG_EXT):
         n, pos = _length(view, pos, 1 if tag == SMALL_BIG_EXT else 4)
         sign = view[pos]
@@ -343,10 +426,12 @@ def _decode(view: memoryview, pos: int) -> tuple[Any, int]:
     if tag == BIT_BINARY_EXT:
         n, pos = _length(view, pos, 4)
         bits = view[pos]
+        if not 1 <= bits <= 8 or n == 0:
+            raise DecodeError(f"bit binary at byte {pos - 5} with {bits} bits in {n} bytes")
         raw, pos = _take(view, pos + 1, n, "bit binary")
         return BitBinary(raw, bits), pos
     if tag in (NEW_PID_EXT, PID_EXT):
-        node, pos = _read_atom(view, pos)
+        node, pos = _read_atom(view, pos, budget, depth)
         if tag == NEW_PID_EXT:
             pid_id, serial, creation = struct.unpack_from(">III", view, pos)
             return Pid(node, pid_id, serial, creation), pos + 12
@@ -354,7 +439,7 @@ def _decode(view: memoryview, pos: int) -> tuple[Any, int]:
         return Pid(node, pid_id, serial, creation), pos + 9
     if tag in (NEWER_REFERENCE_EXT, NEW_REFERENCE_EXT):
         n = struct.unpack_from(">H", view, pos)[0]
-        node, pos = _read_atom(view, pos + 2)
+        node, pos = _read_atom(view, pos + 2, budget, depth)
         if tag == NEWER_REFERENCE_EXT:
             creation = struct.unpack_from(">I", view, pos)[0]
             pos += 4
@@ -364,11 +449,11 @@ def _decode(view: memoryview, pos: int) -> tuple[Any, int]:
         ids = struct.unpack_from(f">{n}I", view, pos)
         return Reference(node, creation, tuple(ids)), pos + 4 * n
     if tag == REFERENCE_EXT:
-        node, pos = _read_atom(view, pos)
+        node, pos = _read_atom(view, pos, budget, depth)
         ref_id, creation = struct.unpack_from(">IB", view, pos)
         return Reference(node, creation, (ref_id,)), pos + 5
     if tag in (NEW_PORT_EXT, V4_PORT_EXT, PORT_EXT):
-        node, pos = _read_atom(view, pos)
+        node, pos = _read_atom(view, pos, budget, depth)
         if tag == NEW_PORT_EXT:
             port_id, creation = struct.unpack_from(">II", view, pos)
             return Port(node, port_id, creation), pos + 8
@@ -382,24 +467,31 @@ def _decode(view: memoryview, pos: int) -> tuple[Any, int]:
         start = pos - 1
         end = pos + size
         raw = bytes(view[start:end])
-        if len(raw) != size + 1:
+        if size < 4 or len(raw) != size + 1:
             raise IndexError("fun")
         return Fun(raw), end
     if tag == EXPORT_EXT:
-        module, pos = _read_atom(view, pos)
-        function, pos = _read_atom(view, pos)
-        arity, pos = _decode(view, pos)
+        module, pos = _read_atom(view, pos, budget, depth)
+        function, pos = _read_atom(view, pos, budget, depth)
+        if view[pos] not in (SMALL_INTEGER_EXT, INTEGER_EXT):
+            raise DecodeError(f"export arity at byte {pos} is not an integer")
+        arity, pos = _decode(view, pos, budget, depth)
         return Export(module, function, arity), pos
     if tag == COMPRESSED:
         size = struct.unpack_from(">I", view, pos)[0]
-        if size > MAX_INFLATED:
-            raise DecodeError(f"compressed term announces {size} bytes")
+        if size > budget.max_inflated:
+            raise DecodeError(
+                f"term refused at byte {pos - 1}: compressed term announces {size:,} bytes"
+                f" (at most {budget.max_inflated:,})"
+            )
         inflater = zlib.decompressobj()
-        inner = inflater.decompress(bytes(view[pos + 4 :]), MAX_INFLATED + 1)
+        inner = inflater.decompress(bytes(view[pos + 4 :]), size + 1)
         if not inflater.eof or len(inner) != size:
             raise DecodeError("compressed term does not inflate to its announced size")
+        # Compressed terms nested or side by side share one limit per frame.
+        budget.max_inflated -= size
         consumed = len(view) - pos - 4 - len(inflater.unused_data)
-        term, inner_pos = _decode(memoryview(inner), 0)
+        term, inner_pos = _decode(memoryview(inner), 0, budget, depth + 1)
         if inner_pos != size:
             raise DecodeError("bytes left inside a compressed term")
         return term, pos + 4 + consumed
@@ -407,9 +499,12 @@ def _decode(view: memoryview, pos: int) -> tuple[Any, int]:
 
 
 def _hashable(key: Any) -> Any:
-    """Map keys must be hashable in Python: lists become tuples (rare in practice)."""
-    if isinstance(key, list):
+    """Map keys must be hashable in Python: lists (also inside tuples and improper
+    lists) become tuples, maps sorted tuples of pairs (rare in practice)."""
+    if isinstance(key, list | tuple):
         return tuple(_hashable(x) for x in key)
+    if isinstance(key, ImproperList):
+        return ImproperList(tuple(_hashable(x) for x in key.items), _hashable(key.tail))
     if isinstance(key, dict):
         return tuple(sorted(((_hashable(k), _hashable(v)) for k, v in key.items()), key=repr))
     return key
