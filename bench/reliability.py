@@ -1,7 +1,7 @@
 """make reliability: run the fault, interrupt, limit, output and fuzz tests at full
 size, and write what they tried and found.
 
-    python -m bench.reliability [--client-cases 5000] [--server-cases 10000]
+    python -m bench.reliability [--client-cases 5000] [--server-cases 10000] [--etf-cases 10000]
 
 Writes bench_results/reliability.md (the figures, the exact command, the
 versions) and refreshes the figures section of docs/reliability.md between
@@ -31,9 +31,15 @@ GROUPS = {
     "tests/e2e/test_faults.py": "target faults (scripted raw TCP, SIGSTOP, SIGKILL, restart)",
     "tests/e2e/test_interrupt.py": "Ctrl-C / SIGTERM during a run",
     "tests/e2e/test_limits.py": "open-file limits, 5,000 connections",
-    "tests/unit/test_outputs.py": "CSV and JSON written whole or not at all",
+    "tests/unit/test_outputs.py": "CSV, JSON, hdr log and charts written whole or not at all",
     "tests/e2e/test_sink_timeouts.py": "slow clients: header and idle timeouts, idle connections",
-    "tests/fuzz": "fuzzing (client responses; sink and proxy requests)",
+    "tests/e2e/test_body_timeouts.py": "request bodies that stall or trickle: --body-timeout",
+    "tests/e2e/test_pipelining.py": "clients that pipeline and never read: memory bounded",
+    "tests/e2e/test_admin.py": "chanproxy's admin endpoint, driven from a web page or badly",
+    "tests/e2e/test_children.py": "code planted in the working directory",
+    "tests/unit/test_handshake.py": "the distribution handshake's secrets",
+    "tests/unit/test_dist_frames.py": "a node's hostile or broken frames",
+    "tests/fuzz": "fuzzing (client responses; sink and proxy requests; node terms)",
 }
 # Tests whose failure would mean a result lost or corrupted.
 RESULT_TESTS = ("tests/e2e/test_interrupt.py", "tests/unit/test_outputs.py")
@@ -54,6 +60,7 @@ def run_tests(args, junit: Path, tally: Path) -> tuple[int, float]:
         CHANLOAD_TALLY=str(tally),
         CHANLOAD_FUZZ_CASES=str(args.client_cases),
         CHANLOAD_SERVER_FUZZ_CASES=str(args.server_cases),
+        CHANLOAD_ETF_FUZZ_CASES=str(args.etf_cases),
     )
     cmd = [
         sys.executable,
@@ -142,7 +149,8 @@ def render(args, cases: list[dict], tally: list[dict], code: int, took: float) -
             "# Reliability: faults, interrupts, limits, fuzzing",
             "",
             "Produced by `make reliability` (`python -m bench.reliability"
-            f" --client-cases {args.client_cases} --server-cases {args.server_cases}`);"
+            f" --client-cases {args.client_cases} --server-cases {args.server_cases}"
+            f" --etf-cases {args.etf_cases}`);"
             " the table of faults and what chanload does is in `docs/reliability.md`.",
             "",
             figures,
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--client-cases", type=int, default=5000, help="per parser")
     ap.add_argument("--server-cases", type=int, default=10000, help="per server")
+    ap.add_argument("--etf-cases", type=int, default=10000, help="per ETF fuzz test")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
         junit, tally_path = Path(tmp) / "junit.xml", Path(tmp) / "tally.jsonl"

@@ -11,6 +11,7 @@ import typer
 from cli import servers
 from cli.errors import fail, run_app
 from cli.servers import (
+    BodyTimeoutOption,
     CongestionOption,
     HeaderTimeoutOption,
     HostOption,
@@ -21,6 +22,7 @@ from cli.servers import (
 )
 from common import tcp
 from proxy.config import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
     DEFAULT_IDLE_TIMEOUT,
@@ -42,6 +44,10 @@ connections pooled per sink. Sets x-forwarded-for/-host/-proto and
 x-request-id as Lightning does, and reports where its time goes in a
 Server-Timing header on every response (lookup, upstream, total; ms; measured
 up to the response head).
+
+The . and .. segments of <path> are resolved first (RFC 3986; %2e counts as
+a dot): a path that would climb above the channel gets 400 {"error":"Bad
+Request"} and never reaches the sink.
 
 Unknown or disabled channels get 404 {"error":"Not Found"}; an unreachable
 sink 502 {"error":"Bad Gateway"}; a sink slower than --upstream-timeout 504.
@@ -80,6 +86,7 @@ def chanproxy(
         float, typer.Option(help="Seconds to wait for the sink's response head before 504.")
     ] = DEFAULT_UPSTREAM_TIMEOUT,
     header_timeout: HeaderTimeoutOption = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: BodyTimeoutOption = DEFAULT_BODY_TIMEOUT,
     idle_timeout: IdleTimeoutOption = DEFAULT_IDLE_TIMEOUT,
     congestion: CongestionOption = tcp.AUTO,
     admin_token: Annotated[
@@ -103,6 +110,7 @@ def chanproxy(
             buffer=buffer,
             upstream_timeout=upstream_timeout,
             header_timeout=header_timeout,
+            body_timeout=body_timeout,
             idle_timeout=idle_timeout,
             congestion=congestion,
         )

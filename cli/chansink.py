@@ -10,6 +10,7 @@ import typer
 from cli import servers
 from cli.errors import fail, run_app
 from cli.servers import (
+    BodyTimeoutOption,
     CongestionOption,
     HeaderTimeoutOption,
     HostOption,
@@ -21,6 +22,7 @@ from cli.servers import (
 from common import tcp
 from sink.config import (
     DEFAULT_BODY_SIZE,
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_GRACE_S,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
@@ -104,6 +106,7 @@ def chansink(
         typer.Option(min=0, help="Seconds in-flight answers get to finish on Ctrl-C/SIGTERM."),
     ] = DEFAULT_GRACE_S,
     header_timeout: HeaderTimeoutOption = DEFAULT_HEADER_TIMEOUT_S,
+    body_timeout: BodyTimeoutOption = DEFAULT_BODY_TIMEOUT_S,
     idle_timeout: IdleTimeoutOption = DEFAULT_IDLE_TIMEOUT_S,
     congestion: CongestionOption = tcp.AUTO,
     memo: Annotated[
@@ -129,6 +132,7 @@ def chansink(
             seed=seed,
             grace=grace,
             header_timeout=header_timeout,
+            body_timeout=body_timeout,
             idle_timeout=idle_timeout,
             congestion=congestion,
             memo=memo,

@@ -31,6 +31,15 @@ HeaderTimeoutOption = Annotated[
         " byte); slower ones get 408 and the connection is closed (slowloris)."
     ),
 ]
+BodyTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        help="Seconds a request body may go without a byte (the longest wait between"
+        " two of its bytes, not counting time the server itself holds back reading"
+        " under flow control); a body that stalls longer gets 408 and the connection"
+        " is closed."
+    ),
+]
 
 
 def idle_timeout_option(note: str = "") -> Any:

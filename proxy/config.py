@@ -10,8 +10,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
 DEFAULT_UPSTREAM_TIMEOUT = 30.0
 # Slow clients, as chansink: a request head still arriving after this gets 408
-# and a close; a keep-alive connection with nothing going on is closed.
+# and a close, as does a request body with no byte for DEFAULT_BODY_TIMEOUT
+# (nginx's client_body_timeout); a keep-alive connection with nothing going on
+# is closed.
 DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_IDLE_TIMEOUT = 75.0
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -32,6 +35,7 @@ class ProxyConfig:
     grace: float = 5.0
     stats_interval: float = 1.0
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     congestion: str = tcp.AUTO
     # The admin endpoint's token (proxy/admin.py): made at start unless given.
@@ -51,6 +55,8 @@ class ProxyConfig:
             problems.append(f"--connect-timeout must be > 0, got {self.connect_timeout}")
         if not self.header_timeout > 0:
             problems.append(f"--header-timeout must be > 0, got {self.header_timeout}")
+        if not self.body_timeout > 0:
+            problems.append(f"--body-timeout must be > 0, got {self.body_timeout}")
         if not self.idle_timeout > 0:
             problems.append(f"--idle-timeout must be > 0, got {self.idle_timeout}")
         problem = tcp.check(self.congestion)

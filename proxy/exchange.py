@@ -50,6 +50,7 @@ class Exchange:
         "started",
         "t_lookup",
         "t_upstream_start",
+        "target",
         "url",
     )
 
@@ -73,6 +74,7 @@ class Exchange:
         self.admin = False
         self.admin_body: bytearray | None = bytearray()  # None: over admin.BODY_MAX
         self.channel = None
+        self.target = b""  # the request target at the sink (heads.sink_target)
         # Proxying.
         self.conn: UpstreamConnection | None = None
         self.connecting: asyncio.Task | None = None
@@ -170,9 +172,8 @@ class Exchange:
         channel = self.channel
         return heads.upstream_head(
             self.method,
-            self.url,
+            self.target,
             self.headers,
-            channel.sink_path,
             f"{channel.sink_host}:{channel.sink_port}",
             self.proto.peer_ip,
             body,
@@ -254,8 +255,9 @@ class Exchange:
         if self.request_done:
             self.answer_locally()
 
-    def request_broken(self) -> None:
-        """The rest of this request cannot be parsed: 400 and close, never a wait.
+    def request_broken(self, status: int = 400) -> None:
+        """The rest of this request cannot be read: ``status`` (400 when it does
+        not parse, 408 when it stalls) and close, never a wait.
 
         The sink's side of it is stopped; an answer already under way is cut
         off (the client sees a terminated response).
@@ -278,7 +280,8 @@ class Exchange:
             return
         self.kind = "failed"
         self.admin = False
-        self.local_status, self.local_payload = 400, heads.BAD_REQUEST
+        self.local_status = status
+        self.local_payload = heads.REQUEST_TIMEOUT if status == 408 else heads.BAD_REQUEST
         if self.proto.active is self:
             self.answer_locally()
 

@@ -2,7 +2,8 @@
 
 On the way to the sink a request head is rewritten as Lightning's channel
 proxy does (lib/lightning_web/plugs/channel_proxy_plug.ex, through Philter):
-the path below /channels/<id> goes under the channel's sink path, hop-by-hop
+the path below /channels/<id>, its dot segments resolved, goes under the
+channel's sink path (or nowhere, when they would climb out of it), hop-by-hop
 headers, Host, Content-Length and any X-Forwarded-* are replaced, an
 X-Request-Id is kept when it looks like one and made otherwise. On the way
 back the sink's head loses its hop-by-hop headers and gains Server-Timing.
@@ -36,6 +37,7 @@ NOT_FOUND = {"error": "Not Found"}
 BAD_GATEWAY = {"error": "Bad Gateway"}
 GATEWAY_TIMEOUT = {"error": "Gateway Timeout"}
 BAD_REQUEST = {"error": "Bad Request"}
+REQUEST_TIMEOUT = {"error": "Request Timeout"}
 ERROR_PHRASES = {
     400: "Bad Request",
     408: "Request Timeout",
@@ -43,24 +45,59 @@ ERROR_PHRASES = {
 }
 
 
-def sink_target(url: bytes, sink_path: str) -> bytes:
-    """The request target at the sink: /channels/<id>/REST?Q -> <sink_path>/REST?Q."""
+def sink_target(url: bytes, sink_path: str) -> bytes | None:
+    """The request target at the sink: /channels/<id>/REST?Q -> <sink_path>/REST?Q,
+    REST's dot segments resolved (channel_path); None when they would climb
+    above the channel's root. The query goes as it came."""
     path, _, query = url.partition(b"?")
     rest = path.split(b"/", 3)[3] if path.count(b"/") >= 3 else b""
-    return sink_path.encode() + b"/" + rest + (b"?" + query if b"?" in url else b"")
+    below = channel_path(rest)
+    if below is None:
+        return None
+    return sink_path.encode() + below + (b"?" + query if b"?" in url else b"")
+
+
+def channel_path(rest: bytes) -> bytes | None:
+    """``/`` + ``rest`` without its dot segments (RFC 3986 5.2.4, remove_dot_segments),
+    or None when a ".." would climb above that first ``/``, the channel's root.
+
+    ``%2e`` and ``%2E`` count as dots here (RFC 3986 2.3: they are the same
+    unreserved character), or a sink that decodes them before resolving
+    would be walked out of the channel's base path. Other segments are
+    passed on exactly as they came.
+    """
+    slashed = b"/" + rest
+    if b"/." not in slashed and b"/%2" not in slashed:
+        return slashed  # no segment can be a dot segment: the common case
+    out: list[bytes] = []
+    dots = b""
+    for segment in rest.split(b"/"):
+        dots = segment.replace(b"%2e", b".").replace(b"%2E", b".") if b"%" in segment else segment
+        if dots == b".":
+            continue
+        if dots == b"..":
+            if not out:
+                return None
+            out.pop()
+            continue
+        out.append(segment)
+    path = b"/" + b"/".join(out)
+    # A path that ends in a dot segment ends in its directory: "a/b/.." is "/a/".
+    if out and dots in (b".", b".."):
+        path += b"/"
+    return path
 
 
 def upstream_head(
     method: bytes,
-    url: bytes,
+    target: bytes,
     headers: list[tuple[bytes, bytes]],
-    sink_path: str,
     sink_authority: str,
     peer_ip: bytes,
     body: str | int | None,
     request_id: bytes | None = None,
 ) -> bytes:
-    """The request head for the sink.
+    """The request head for the sink, for ``target`` (sink_target's).
 
     ``body``: an int is a Content-Length, "chunked" re-frames the body as
     chunked, None sends no framing header. ``request_id`` is the id to use when
@@ -69,7 +106,7 @@ def upstream_head(
     forwarded_for = peer_ip
     client_host = b""
     kept_id = None
-    lines = [method, b" ", sink_target(url, sink_path), b" HTTP/1.1\r\nhost: "]
+    lines = [method, b" ", target, b" HTTP/1.1\r\nhost: "]
     lines += [sink_authority.encode(), b"\r\n"]
     for name, value in headers:
         lower = name.lower()

@@ -49,6 +49,10 @@ class ProxyProtocol(Corked, asyncio.Protocol):
         self._idle_mark = -1
         self._idle_since: float | None = None
         self._reading_since = 0.0  # when reading last resumed (perf_counter)
+        # Whether bytes came since the last sweep (one store a read, no clock
+        # read), and so since when the request body being read has had none.
+        self._bytes_came = False
+        self._body_since = 0.0
 
     @property
     def active(self) -> Exchange | None:
@@ -82,6 +86,7 @@ class ProxyProtocol(Corked, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._reading_done:
             return
+        self._bytes_came = True
         # Everything this read makes us send leaves in one write per peer.
         self.cork()
         active = self.active
@@ -180,8 +185,16 @@ class ProxyProtocol(Corked, asyncio.Protocol):
             channel = self.shared.registry.get(parts[2].decode("latin-1"))
             ex.t_lookup = time.perf_counter() - t0
             if channel is not None and channel.enabled:
+                target = heads.sink_target(ex.url, channel.sink_path)
+                if target is None:
+                    # Its dot segments climb out of the channel: answered here,
+                    # the sink never asked (proxy/heads.py, channel_path).
+                    self.shared.stats.bad_requests += 1
+                    ex.local_status, ex.local_payload = 400, heads.BAD_REQUEST
+                    return
                 ex.kind = "proxy"
                 ex.channel = channel
+                ex.target = target
             return
         if admin.is_admin(path):
             ex.admin = True
@@ -222,6 +235,7 @@ class ProxyProtocol(Corked, asyncio.Protocol):
         self.unblock_reading("upstream")
 
     def _bad_request(self, status: int, count: bool = True) -> None:
+        """Answer a request that cannot be read (``status``: 400, 408, 431), then close."""
         if count:
             self.shared.stats.bad_requests += 1
         self._reading_done = True
@@ -237,14 +251,17 @@ class ProxyProtocol(Corked, asyncio.Protocol):
             for ex in self.exchanges:
                 ex.keep_alive = False
             if broken is not None and broken in self.exchanges:
-                broken.request_broken()
+                broken.request_broken(status)
 
     def sweep(self, now: float) -> None:
-        """Close a connection whose request head is too slow to arrive (408 first),
-        or that has done nothing for --idle-timeout. ``now``: time.perf_counter()."""
+        """Close a connection whose request head is too slow to arrive, or whose
+        body has had no byte for --body-timeout (408 first), or that has done
+        nothing for --idle-timeout. ``now``: time.perf_counter()."""
         if self.closed or self._reading_done:
             return
         config = self.shared.config
+        came = self._bytes_came
+        self._bytes_came = False
         incoming = self.incoming
         if incoming is not None and incoming not in self.exchanges:
             if self._read_blocks:
@@ -253,7 +270,19 @@ class ProxyProtocol(Corked, asyncio.Protocol):
                 self.shared.stats.timed_out += 1
                 self._bad_request(408, count=False)
             return
-        if self.exchanges or incoming is not None:
+        if incoming is not None:
+            # Its body, streaming to the sink or not: the clock starts again when
+            # bytes came since the last look, or while we hold reading back (the
+            # client does not read, the sink is slower, a connect or a pipelined
+            # turn: the wait is on us).
+            self._idle_since = None
+            if came or self._read_blocks:
+                self._body_since = now
+            elif now - max(self._body_since, self._reading_since) > config.body_timeout:
+                self.shared.stats.timed_out += 1
+                self._bad_request(408, count=False)
+            return
+        if self.exchanges:
             self._idle_since = None
             return
         if self._idle_since is None or self._idle_mark != self.heads:

@@ -60,7 +60,8 @@ async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = No
         out.write(
             f"chanproxy stopped: requests={s.requests} proxied={s.proxied}"
             f" errors_502={s.errors_502} errors_504={s.errors_504}"
-            f" bad_requests={s.bad_requests} upstream_connections={shared.pool.opened}\n"
+            f" bad_requests={s.bad_requests} timed_out={s.timed_out}"
+            f" upstream_connections={shared.pool.opened}\n"
         )
         out.flush()
     return 0

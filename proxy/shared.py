@@ -30,7 +30,7 @@ class Stats:
         self.errors_504 = 0
         self.bad_requests = 0
         self.open = 0
-        self.timed_out = 0  # client connections closed by --header-timeout or --idle-timeout
+        self.timed_out = 0  # client connections closed by --header-, --body- or --idle-timeout
 
 
 class Shared:
@@ -52,7 +52,7 @@ class Shared:
 
     async def sweep(self) -> None:
         """504 for every exchange whose sink is late: one pass per tick, no timer each;
-        once a second, the client connections' header and idle timeouts."""
+        once a second, the client connections' header, body and idle timeouts."""
         interval = min(0.1, self.config.upstream_timeout / 10)
         next_client_sweep = time.monotonic() + 1.0
         while True:

@@ -25,6 +25,11 @@ DEFAULT_GRACE_S = 5.0
 # Checked once a second, so they act within a second of the limit.
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_IDLE_TIMEOUT_S = 75.0
+# A request body with no byte for this long (a client that stalls mid-upload,
+# or trickles it) gets 408 and a close; time the server itself stops reading
+# does not count. nginx's client_body_timeout is 60 s too. Its clock restarts
+# at the first sweep after a byte, so it acts within two seconds of the limit.
+DEFAULT_BODY_TIMEOUT_S = 60.0
 
 
 class Mode(enum.StrEnum):
@@ -52,6 +57,7 @@ class SinkConfig:
     grace: float = DEFAULT_GRACE_S
     seed: int | None = None
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
     congestion: str = tcp.AUTO
     memo: bool = True  # answer a request read again byte for byte without parsing it
@@ -76,6 +82,8 @@ class SinkConfig:
             out.append(f"--grace must be >= 0, got {self.grace}")
         if not self.header_timeout > 0:
             out.append(f"--header-timeout must be > 0, got {self.header_timeout}")
+        if not self.body_timeout > 0:
+            out.append(f"--body-timeout must be > 0, got {self.body_timeout}")
         if not self.idle_timeout > 0:
             out.append(f"--idle-timeout must be > 0, got {self.idle_timeout}")
         if not self.host:

@@ -21,6 +21,13 @@ from sink.responder import Responder
 READ_BUFFER_SIZE = 256 * 1024
 # Prebuilt responses kept per second; past this the cache starts over.
 CACHE_LIMIT = 4096
+# The fast path's URLs and responses together, in bytes; past this it starts
+# over too. A URL may be 64 KiB, so 4,096 of them could hold 256 MiB of a
+# sink that should weigh a few MiB. A load run asks for a handful of URLs;
+# 4 MiB holds all 4,096 entries of a 100-byte URL and the default answer
+# (383 bytes: a 256-byte body and its head) and over 3,000 of the largest
+# (1,152 bytes: a 1024-byte body), and a miss costs one ordinary parse and build.
+FAST_BYTES_LIMIT = 4 * 1024 * 1024
 
 
 class SinkStats:
@@ -46,7 +53,7 @@ class SinkStats:
         self.bytes_in = 0
         self.body_bytes_in = 0
         self.bytes_out = 0
-        self.timed_out = 0  # connections closed by --header-timeout or --idle-timeout
+        self.timed_out = 0  # connections closed by --header-, --body- or --idle-timeout
         self.memo_hits = 0  # requests answered from the read memo, without a parse
 
     def as_dict(self) -> dict[str, int]:
@@ -56,6 +63,7 @@ class SinkStats:
 class SinkContext:
     __slots__ = (
         "_cache",
+        "_fast_bytes",
         "_head_cache",
         "accept_congestion",
         "access_log",
@@ -89,8 +97,10 @@ class SinkContext:
         self.get_buffer = collections.defaultdict(lambda: self.read_buffer).__getitem__
         self._cache: dict[tuple, bytes] = {}
         self._head_cache: dict[tuple, bytes] = {}
-        # URL -> whole response, for plain keep-alive HTTP/1.1 requests in fixed mode.
+        # URL -> whole response, for plain keep-alive HTTP/1.1 requests in fixed
+        # mode; what its keys and values weigh together (remember_fast).
         self.fast: dict[bytes, bytes] = {}
+        self._fast_bytes = 0
         self.filler_fd = bodies.filler_file() if config.sendfile else None
         # What --congestion still asks of each accepted connection once the
         # listening sockets have it (common/listening.py): "system", nothing, mostly.
@@ -115,6 +125,7 @@ class SinkContext:
             self._cache.clear()
             self._head_cache.clear()
             self.fast.clear()
+            self._fast_bytes = 0
 
     def small_response(
         self,
@@ -157,9 +168,18 @@ class SinkContext:
         return data
 
     def remember_fast(self, url: bytes, data: bytes) -> None:
-        if len(self.fast) >= CACHE_LIMIT:
-            self.fast.clear()
-        self.fast[url] = data
+        """Answer ``url`` with ``data`` from the fast path; bounded in entries and
+        in bytes here, where an entry is added, so lookups stay a dict get."""
+        fast = self.fast
+        old = fast.pop(url, None)
+        if old is not None:
+            self._fast_bytes -= len(url) + len(old)
+        size = len(url) + len(data)
+        if len(fast) >= CACHE_LIMIT or self._fast_bytes + size > FAST_BYTES_LIMIT:
+            fast.clear()
+            self._fast_bytes = 0
+        fast[url] = data
+        self._fast_bytes += size
 
     def large_head(
         self, status: int, size: int, keep_alive: bool, http10: bool, chunked: bool

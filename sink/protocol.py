@@ -33,6 +33,8 @@ class HeaderTooLarge(Exception):
 class SinkProtocol(ReadMemo, asyncio.BufferedProtocol):
     __slots__ = (
         "_auth",
+        "_body_since",
+        "_bytes_came",
         "_ctx",
         "_ended",
         "_expect_continue",
@@ -109,8 +111,12 @@ class SinkProtocol(ReadMemo, asyncio.BufferedProtocol):
         self._head_bytes = 0
         self._head_raw = 0
         # Timeouts (checked by the server's once-a-second sweep): when the
-        # request being read began, and since when nothing has happened.
+        # request being read began; whether bytes came since the last sweep
+        # (one store a read, no clock read) and so since when its body has had
+        # none; since when nothing has happened.
         self._head_started = ctx.clock
+        self._bytes_came = False
+        self._body_since = ctx.clock
         self._idle_mark = 0.0
         self._idle_since: float | None = None
 
@@ -160,6 +166,7 @@ class SinkProtocol(ReadMemo, asyncio.BufferedProtocol):
                 return
         if self._replies.reading_done:
             return
+        self._bytes_came = True
         was_in_head = self._in_head
         at_boundary = bool(self._ended)
         requests = stats.requests
@@ -346,12 +353,17 @@ class SinkProtocol(ReadMemo, asyncio.BufferedProtocol):
 
     # -- server control ------------------------------------------------------
 
-    def sweep(self, now: float, header_timeout: float, idle_timeout: float | None) -> None:
-        """Once a second: close a connection whose request is too slow to arrive
-        (408 first), or that has done nothing for ``idle_timeout`` (None: never)."""
+    def sweep(
+        self, now: float, header_timeout: float, body_timeout: float, idle_timeout: float | None
+    ) -> None:
+        """Once a second: close a connection whose request head is too slow to
+        arrive, or whose body has had no byte for ``body_timeout`` (408 first),
+        or that has done nothing for ``idle_timeout`` (None: never)."""
         replies = self._replies
         if replies.closed or replies.reading_done:
             return
+        came = self._bytes_came
+        self._bytes_came = False
         if self._in_head:
             if replies.read_paused:
                 # We stopped reading (the client reads none of its answers): the
@@ -362,7 +374,17 @@ class SinkProtocol(ReadMemo, asyncio.BufferedProtocol):
                 self._stats.timed_out += 1
                 self._refuse(408, bodies.ERR_REQUEST_TIMEOUT, count=False)
             return
-        if idle_timeout is None or self._in_message or not replies.idle:
+        if self._in_message:
+            # The body: its clock starts again when bytes came since the last
+            # look, or when we stopped reading (the wait is then on us).
+            self._idle_since = None
+            if came or replies.read_paused:
+                self._body_since = now
+            elif now - self._body_since > body_timeout:
+                self._stats.timed_out += 1
+                self._refuse(408, bodies.ERR_REQUEST_TIMEOUT, count=False)
+            return
+        if idle_timeout is None or not replies.idle:
             self._idle_since = None
             return
         if self._idle_since is None or self._idle_mark != self._head_started:

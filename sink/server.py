@@ -67,7 +67,7 @@ class _Ticker:
         # timeout mode holds connections on purpose: no idle timeout there
         idle = None if config.mode is Mode.timeout else config.idle_timeout
         for conn in list(ctx.connections):
-            conn.sweep(ctx.clock, config.header_timeout, idle)
+            conn.sweep(ctx.clock, config.header_timeout, config.body_timeout, idle)
         s = ctx.stats
         now = time.monotonic()
         snapshot = (s.requests, s.bytes_in, s.bytes_out, s.open)

@@ -11,11 +11,12 @@ object API is used (no pyplot: no global state, no display needed).
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from engine.outputs import open_replacement
 
 MB = 1024 * 1024
 # One colour per percentile everywhere, so charts read alike.
@@ -52,12 +53,8 @@ def _figure(rows: int = 1, sharex: bool = True):
 
 def _save(fig, path: Path) -> Path:
     """Write the PNG through a temporary file and a rename: never half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open_replacement(path) as out:
+        fig.savefig(out, format="png")
     return path
 
 

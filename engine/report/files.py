@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from engine.measure.result import CSV_COLUMNS, RunResult
+from engine.outputs import open_replacement
 
 
 def csv_line(values: list) -> str:
@@ -46,10 +47,6 @@ def write_json(path: str | Path, result) -> None:
 
 def write_document(path: str | Path, doc: dict) -> None:
     """JSON via a temporary file and a rename: the file is whole or absent."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    with open_replacement(path) as out:
+        out.write(data)

@@ -7,7 +7,6 @@ written in milliseconds (the format's usual unit ratio).
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,14 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
+from engine.outputs import open_replacement
+
 
 def write_hdr_log(path: str | Path, result: dict[str, Any]) -> int:
     """Write one interval line per second with latencies; the number of lines."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     start = result["started_epoch"]
     lines = 0
-    with open(tmp, "w") as f:
+    with open_replacement(path, "w") as f:
         writer = HistogramLogWriter(f)
         writer.output_comment(f"{result.get('command', 'chanload run')}")
         writer.output_log_format_version()
@@ -39,5 +38,4 @@ def write_hdr_log(path: str | Path, result: dict[str, Any]) -> int:
             begin = max(0.0, end - snap.get("elapsed", 1.0))
             writer.output_interval_histogram(h, begin, end, max_value_unit_ratio=1000.0)
             lines += 1
-    os.replace(tmp, path)
     return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import time
 
@@ -111,6 +112,35 @@ def test_unknown_bad_or_disabled_channels_get_404(proxy_factory, sink, tmp_path)
         r = H11Client(proxy.port).request(target=path)
         assert r.status == 404, path
         assert json.loads(r.body) == {"error": "Not Found"}
+
+
+def test_dot_segments_are_resolved_and_never_climb_out_of_the_channel(
+    proxy_factory, sink_factory, tmp_path
+):
+    sink = sink_factory("--access-log")
+    proxy = proxy_factory("--channels", channels_file(tmp_path, sink.url + "/base/"))
+    resolved = [
+        ("a/./b/../c?x=/../..", "/base/a/c"),
+        ("a/%2e%2e/d", "/base/d"),
+        ("x/y/%2E", "/base/x/y/"),
+        ("a/..", "/base/"),
+    ]
+    escaping = ["a/../../x", "%2e%2e/secret", "a/.%2E/%2E./etc/passwd?q=1", ".."]
+    with H11Client(proxy.port) as c:
+        for path, _ in resolved:
+            assert c.request(target=f"/channels/{CHANNEL_ID}/{path}").status == 200, path
+        for path in escaping:
+            r = c.request("POST", f"/channels/{CHANNEL_ID}/{path}", body=b"never sent")
+            assert r.status == 400, path
+            assert json.loads(r.body) == {"error": "Bad Request"}
+        # and the connection goes on serving
+        assert c.request(target=f"/channels/{CHANNEL_ID}/ok").status == 200
+    assert proxy.stop() == 0
+    assert sink.stop() == 0
+    seen = re.findall(r"\] (?:GET|POST) (\S+) -> ", sink.output())
+    assert seen == [want for _, want in resolved] + ["/base/ok"]  # nothing else reached it
+    assert sink.summary["requests"] == len(resolved) + 1 and sink.summary["body_bytes_in"] == 0
+    assert proxy.summary["bad_requests"] == len(escaping)
 
 
 def test_unreachable_sink_gets_502(proxy_factory, tmp_path):

@@ -40,10 +40,61 @@ def test_the_path_below_the_channel_goes_under_the_sink_path(url, sink_path, exp
     assert heads.sink_target(url, sink_path) == expected
 
 
+# RFC 3986 5.2.4 on "/" + what follows the channel id; None: above the channel's root.
+@pytest.mark.parametrize(
+    ("rest", "expected"),
+    [
+        (b"", b"/"),
+        (b"a/b/c", b"/a/b/c"),
+        (b"file.json/.hidden/a..b/...", b"/file.json/.hidden/a..b/..."),  # not dot segments
+        (b"a/./b", b"/a/b"),
+        (b"./a", b"/a"),
+        (b".", b"/"),
+        (b"a/.", b"/a/"),
+        (b"a/b/..", b"/a/"),
+        (b"a/..", b"/"),
+        (b"a/../b", b"/b"),
+        (b"a/b/../../c", b"/c"),
+        (b"a/b/c/./../../g", b"/a/g"),  # RFC 3986 5.2.4's own examples
+        (b"mid/content=5/../6", b"/mid/6"),
+        (b"a//../b", b"/a/b"),  # an empty segment is a segment
+        (b"a/%2e/b", b"/a/b"),
+        (b"a/%2E%2e/b", b"/b"),
+        (b"a/.%2e", b"/"),
+        (b"a/%2e./b/", b"/b/"),
+        (b"a%2fb/%2e%2e/c", b"/c"),  # %2f is not a slash: one segment, popped whole
+        (b"%2e%2e%2e/x", b"/%2e%2e%2e/x"),  # three dots: a name, passed on as it came
+        (b"..", None),
+        (b"../x", None),
+        (b"a/../..", None),
+        (b"a/../../x", None),
+        (b"%2e%2e/x", None),
+        (b"%2E%2E", None),
+        (b"a/.%2E/%2e./x", None),
+        (b"./..", None),
+    ],
+)
+def test_dot_segments_are_resolved_below_the_channel_and_never_above(rest, expected):
+    assert heads.channel_path(rest) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (b"/channels/abc/a/../b?x=/../..", b"/base/b?x=/../.."),  # the query is untouched
+        (b"/channels/abc/a/%2e%2e/b?", b"/base/b?"),
+        (b"/channels/abc/a/../../x", None),
+        (b"/channels/abc/%2e%2e/%2E%2E/etc?q=1", None),
+    ],
+)
+def test_the_sink_target_is_the_resolved_path_or_none(url, expected):
+    assert heads.sink_target(url, "/base") == expected
+
+
 def test_the_request_head_replaces_hop_by_hop_host_length_and_forwarding():
     head = heads.upstream_head(
         b"POST",
-        b"/channels/abc/test?q=1",
+        b"/sink/test?q=1",
         [
             (b"Host", b"proxy.example:4000"),
             (b"Connection", b"keep-alive"),
@@ -53,7 +104,6 @@ def test_the_request_head_replaces_hop_by_hop_host_length_and_forwarding():
             (b"x-api-key", b"secret"),
             (b"Transfer-Encoding", b"chunked"),
         ],
-        "/sink",
         "127.0.0.1:4001",
         b"127.0.0.9",
         12,
@@ -82,9 +132,7 @@ def test_the_request_head_replaces_hop_by_hop_host_length_and_forwarding():
     ],
 )
 def test_a_client_request_id_is_kept_only_when_lightning_would(given, kept):
-    head = heads.upstream_head(
-        b"GET", b"/channels/a/t", [(b"X-Request-Id", given)], "", "h:1", b"127.0.0.1", None
-    )
+    head = heads.upstream_head(b"GET", b"/t", [(b"X-Request-Id", given)], "h:1", b"127.0.0.1", None)
     ids = header_map(parse_request(head))[b"x-request-id"]
     assert len(ids) == 1
     assert (ids[0] == given) is kept
@@ -92,7 +140,7 @@ def test_a_client_request_id_is_kept_only_when_lightning_would(given, kept):
 
 
 def test_request_framing_is_the_callers_choice():
-    args = (b"POST", b"/channels/a/t", [], "", "h:1", b"127.0.0.1")
+    args = (b"POST", b"/t", [], "h:1", b"127.0.0.1")
     chunked = header_map(parse_request(heads.upstream_head(*args, "chunked")))
     assert chunked[b"transfer-encoding"] == [b"chunked"] and b"content-length" not in chunked
     none = header_map(parse_request(heads.upstream_head(*args, None)))

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from sink.config import MAX_HEADER_BYTES, Mode, SinkConfig
-from sink.context import SinkContext
+from sink.context import FAST_BYTES_LIMIT, SinkContext
 from sink.protocol import SinkProtocol
 from tests.support import CountingParser
 
@@ -104,6 +104,38 @@ def test_fast_path_serves_the_same_bytes_as_the_slow_path(loop):
     assert ctx.stats.responses == 2
 
 
+class CountingResponder:
+    """The protocol's responder, counting the requests that reach it (not the fast path)."""
+
+    def __init__(self, responder) -> None:
+        self.responder = responder
+        self.urls: list[bytes] = []
+
+    def reply(self, url, auth):
+        self.urls.append(url)
+        return self.responder.reply(url, auth)
+
+
+def test_the_fast_path_is_bounded_in_bytes_and_still_serves_hits(loop):
+    ctx, proto, t = make(loop, memo=False)
+    counting = proto._responder = CountingResponder(proto._responder)
+    long_path = b"/" + b"u" * 60_000  # far under the 64 KiB head limit
+    n = 2 * FAST_BYTES_LIMIT // len(long_path)  # twice what the bound holds
+    heaviest = 0
+    for i in range(n):
+        feed(ctx, proto, b"GET %s?i=%d HTTP/1.1\r\nHost: y\r\n\r\n" % (long_path, i))
+        heaviest = max(heaviest, sum(len(k) + len(v) for k, v in ctx.fast.items()))
+    assert len(counting.urls) == n and t.out.count(b"HTTP/1.1 200 OK") == n
+    # within the bound, and filled close to it before starting over
+    assert FAST_BYTES_LIMIT - len(long_path) - 2048 <= heaviest <= FAST_BYTES_LIMIT
+    last = b"GET %s?i=%d HTTP/1.1\r\nHost: y\r\n\r\n" % (long_path, n - 1)
+    assert long_path + b"?i=%d" % (n - 1) in ctx.fast
+    t.out.clear()
+    feed(ctx, proto, last)
+    assert len(counting.urls) == n  # a hit: answered from the fast path
+    assert t.out.startswith(b"HTTP/1.1 200 OK") and ctx.stats.responses == n + 1
+
+
 def test_no_fast_path_for_connection_header_or_http10(loop):
     ctx, proto, t = make(loop)
     feed(ctx, proto, b"GET /x HTTP/1.1\r\nHost: y\r\nConnection: close\r\n\r\n")
@@ -146,6 +178,47 @@ def test_pipeline_backpressure_pauses_reading(loop):
     assert not t.reading  # 69 answers are waiting behind the slow one
     assert t.out == b""
     proto.connection_lost(None)  # cancels the timer, drops the queue
+
+
+def sweeps(proto, start: float, seconds: int, body_timeout: float = 1.0) -> None:
+    """The server's once-a-second sweep, ``seconds`` times from ``start``."""
+    for i in range(1, seconds + 1):
+        proto.sweep(start + i, 10.0, body_timeout, 75.0)
+
+
+HALF_BODY = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde"
+
+
+def test_a_stalled_body_gets_408_after_the_body_timeout_and_not_before(loop):
+    ctx, proto, t = make(loop)
+    feed(ctx, proto, HALF_BODY)
+    start = ctx.clock
+    sweeps(proto, start, 2, body_timeout=2.5)  # the first sweep sees the bytes: 1 s of silence
+    assert ctx.stats.timed_out == 0 and not t.closed
+    feed(ctx, proto, b"fg")  # a byte: its clock starts again
+    sweeps(proto, start + 2, 3, body_timeout=2.5)  # 2 s of silence since the sweep that saw it
+    assert ctx.stats.timed_out == 0 and not t.closed
+    sweeps(proto, start + 5, 1, body_timeout=2.5)
+    assert ctx.stats.timed_out == 1
+    assert t.out.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and t.closed
+
+
+def test_a_body_waiting_on_our_paused_reading_does_not_time_out(loop):
+    # 64 answers owed behind a slow one: reading paused, with a body half read.
+    held = b"GET /s?delay=60000 HTTP/1.1\r\nHost: x\r\n\r\n" * 64
+    ctx, proto, t = make(loop)
+    feed(ctx, proto, held + HALF_BODY)
+    assert not t.reading
+    sweeps(proto, ctx.clock, 10)
+    assert ctx.stats.timed_out == 0 and not t.closed
+    # the same body on a connection that is read: 408 (queued behind the slow one)
+    ctx, other, t = make(loop)
+    feed(ctx, other, held[: len(held) // 64] + HALF_BODY)
+    assert t.reading
+    sweeps(other, ctx.clock, 10)
+    assert ctx.stats.timed_out == 1
+    for p in (proto, other):
+        p.connection_lost(None)  # cancels the timers
 
 
 # -- the memo: a request repeated byte for byte is answered without a parse ---
