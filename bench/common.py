@@ -103,7 +103,7 @@ def start_chansink(args: list[str], pin: list[str], log: Path, program: str = "c
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
     def listening():
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text())
+        m = re.search(r"listening on https?://127\.0\.0\.1:(\d+)", log.read_text())
         if proc.poll() is not None:
             raise RuntimeError(f"{program} exited: {log.read_text()}")
         return int(m.group(1)) if m else None
@@ -162,6 +162,34 @@ def start_nginx(
             workers=workers,
             reuseport=" reuseport" if workers > 1 else "",
             extra=f"\n    {extra}" if extra else "",
+        )
+
+    return start_nginx_with(prepare, pin)
+
+
+NGINX_TLS_CONF = (
+    NGINX_HEAD
+    + """\
+  keepalive_requests 10000000;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    client_max_body_size 0;
+    location / {{ default_type application/json; return 200 '{body}'; }}
+  }}
+}}
+"""
+)
+
+
+def start_nginx_tls(body: bytes, pin: list[str], cert: Path, key: Path) -> Server:
+    """nginx (one worker) serving https with ``cert``/``key``: `/` answers ``body``."""
+
+    def prepare(workdir: Path, port: int) -> str:
+        return NGINX_TLS_CONF.format(
+            dir=workdir, port=port, cert=cert, key=key, body=body.decode(), workers=1
         )
 
     return start_nginx_with(prepare, pin)
@@ -293,10 +321,13 @@ def run_wrk(
     pin: list[str],
     threads: int = 1,
     script: Path | None = None,
+    headers: tuple[str, ...] = (),
 ) -> WrkResult:
     cmd = [*pin, "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     if script is not None:
         cmd += ["-s", str(script)]
+    for header in headers:
+        cmd += ["-H", header]
     cmd.append(url)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True)
     text = out.stdout
@@ -313,6 +344,29 @@ def run_wrk(
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     non_2xx = int(m.group(1)) if m else 0
     return WrkResult(rps, transfer, requests, p50, p99, errors, non_2xx, text)
+
+
+def direct_sink_args(sink: str, duration: float, *extra: str, vus: int = 20) -> list[str]:
+    """`chanload run` arguments for direct_sink at ``sink``: ``vus`` VUs, ``duration`` s."""
+    return [
+        "--scenario",
+        "direct_sink",
+        "--sink",
+        sink,
+        "--concurrency",
+        str(vus),
+        "--duration",
+        f"{duration:g}",
+        *extra,
+    ]
+
+
+# wrk's side of chanload direct_sink: the same POST of 1 KiB.
+POST_1K = (
+    'wrk.method = "POST"\n'
+    'wrk.body = string.rep("x", 1024)\n'
+    'wrk.headers["Content-Type"] = "application/json"\n'
+)
 
 
 def wrk_upload_script(size: int) -> Path:

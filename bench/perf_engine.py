@@ -28,10 +28,13 @@
    target), alternating; wrk -t2 vs -t1 on it for reference; and the same
    chanload pair against nginx with 1 worker, where 3 busy processes share 2
    cores. Target: 2 workers > 1 on nginx x2 (ratio of the medians).
+7. HTTPS (bench/perf_engine_tls.py): chanload vs wrk over TLS against nginx,
+   keep-alive (target >= 0.8x) and Connection: close (the handshake rate,
+   reported).
 
 Writes bench_results/perf-engine.md (raw numbers under bench_results/raw/).
 
-Over 400 lines because it is six benchmarks in one report, each a short
+Over 400 lines because it is seven benchmarks in one report, each a short
 function on the shared helpers of bench/common.py; one file keeps the report
 and the command that makes it together.
 """
@@ -49,8 +52,10 @@ from pathlib import Path
 
 from bench.common import (
     MIB,
+    POST_1K,
     cpu_seconds,
     cpu_sets,
+    direct_sink_args,
     fmt_bytes,
     median,
     rss_bytes,
@@ -62,6 +67,7 @@ from bench.common import (
     versions_table,
     write_report,
 )
+from bench.perf_engine_tls import render_tls, tls_section
 from common.bodies import json_body
 
 TARGET_RATIO = 0.9
@@ -74,11 +80,6 @@ TARGET_RATE = 50_000
 HELD = 0.98
 RATE_STEP = 10_000
 FLAT = 32 * MIB
-POST_1K = (
-    'wrk.method = "POST"\n'
-    'wrk.body = string.rep("x", 1024)\n'
-    'wrk.headers["Content-Type"] = "application/json"\n'
-)
 
 
 class ChanloadRun:
@@ -159,19 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         rps = run_wrk(f"{base}/test", args.duration, 20, gen, script=script).rps
                     else:
                         res = ChanloadRun(
-                            [
-                                "--scenario",
-                                "direct_sink",
-                                "--sink",
-                                base,
-                                "--concurrency",
-                                "20",
-                                "--duration",
-                                f"{args.duration:g}",
-                                *extra,
-                            ],
-                            gen,
-                            work,
+                            direct_sink_args(base, args.duration, *extra), gen, work
                         ).run(args.duration + 60)
                         rps = res["total_requests"] / res["duration_s"]
                         share = res["memo_hits"] / max(res["responses"], 1)
@@ -242,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         nginx.stop()
         nginx_ids.stop()
     workers = workers_vs_one(args, script, work)
-    raw.update(small=small, h11=h11, big=big, long=long_info, rates=rates, workers=workers)
+    tls = tls_section(args, gen, srv, work, ChanloadRun)
+    raw.update(small=small, h11=h11, big=big, long=long_info, rates=rates, workers=workers, tls=tls)
     report, ok = render(args, raw)
     path = write_report("perf-engine", report, raw)
     print(report)
@@ -582,6 +572,11 @@ def render(args, raw) -> tuple[str, bool]:
         f" **{'met' if workers_ok else 'NOT met'}**."
         " On nginx x1 three busy processes share the two cores; the row shows what that costs.",
         "",
+    ]
+    tls_lines, tls_ok = render_tls(args, raw["tls"])
+    ok = ok and tls_ok
+    lines += [
+        *tls_lines,
         "## Versions",
         "",
         versions_table(info),

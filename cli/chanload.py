@@ -18,9 +18,11 @@ import typer
 
 from cli.errors import fail, run_app
 from cli.options import (
+    CaFileOption,
     CookieOption,
     ExpectStatusOption,
     HeaderOption,
+    InsecureOption,
     MemoOption,
     MemoryLadderOption,
     NodeOption,
@@ -93,6 +95,13 @@ chanload joins the node (--node, --cookie) as a hidden Erlang node, finds or
 creates the channel (--channel) pointing at --sink, samples the node's memory
 (erlang:memory, every --sample-interval) and collects the proxy's
 server-side timing with a telemetry collector it removes afterwards.
+
+HTTPS: every URL may be https:// (TLS 1.2/1.3, SNI, ALPN http/1.1), verified
+against the system's CAs, or --ca-file's; --insecure verifies nothing (said in
+the banner and the JSON). The TCP connect and the TLS handshake are timed
+apart from request latency; a handshake that fails is counted under its own
+error kind (tls_certificate, tls_hostname, tls_not_tls, tls_handshake,
+tls_timeout), and before the load it is a one-line error (exit 1).
 
 Exit codes: 0 done, 1 the target (or the node) could not be used, 2 invalid
 options, 3 a --threshold failed.
@@ -200,6 +209,8 @@ def run(
     header: HeaderOption = None,
     expect_status: ExpectStatusOption = DEFAULT_EXPECT,
     repoint_channel: RepointOption = False,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
     quiet: Annotated[bool, typer.Option(help="No live progress line.")] = False,
     preflight: Annotated[
         bool,
@@ -241,6 +252,8 @@ def run(
         headers=tuple(header or ()),
         expect_status=expect_status,
         repoint_channel=repoint_channel,
+        ca_file=str(ca_file) if ca_file else None,
+        insecure=insecure,
         hdr_log=str(hdr_log) if hdr_log else None,
         charts=str(charts) if charts else None,
         thresholds=tuple(threshold or ()),
@@ -352,12 +365,24 @@ def suite(
     header: HeaderOption = None,
     expect_status: ExpectStatusOption = DEFAULT_EXPECT,
     repoint_channel: RepointOption = False,
+    ca_file: CaFileOption = None,
+    insecure: InsecureOption = False,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            help="With --embedded: chansink and chanproxy serve https, chanproxy speaks"
+            " https to chansink, all with certificates from a CA made at start (and"
+            " verified: chanload trusts that CA).",
+        ),
+    ] = False,
 ) -> None:
     from engine import suite as suite_mod
     from engine.embedded import Embedded, EmbeddedError
 
     if embedded and (channel_url or node):
         raise fail(PROG, "--embedded starts its own proxy: leave out --channel-url and --node", 2)
+    if tls and not embedded:
+        raise fail(PROG, "--tls is for --embedded; for other targets give https:// URLs", 2)
     if out_dir.exists() and not out_dir.is_dir():
         raise fail(PROG, f"--out-dir {out_dir}: not a directory", 2)
     command = " ".join(["chanload", "suite", *masked_argv(shown_args("suite"))])
@@ -383,6 +408,8 @@ def suite(
         headers=tuple(header or ()),
         expect_status=expect_status,
         repoint_channel=repoint_channel,
+        ca_file=str(ca_file) if ca_file else None,
+        insecure=insecure,
         thresholds=tuple(threshold or ()),
     )
     if problem := ensure_open_files(concurrency):
@@ -391,7 +418,7 @@ def suite(
         if embedded:
             try:
                 with Embedded(
-                    proxy_buffer=proxy_buffer, channel=channel, congestion=congestion
+                    proxy_buffer=proxy_buffer, channel=channel, congestion=congestion, tls=tls
                 ) as emb:
                     print(emb.describe())
                     base = replace_config(
@@ -399,6 +426,7 @@ def suite(
                         sink=emb.sink.url,
                         channel_url=emb.channel_url,
                         target_pid=emb.proxy_pid,
+                        ca_file=emb.ca_file or base.ca_file,
                     )
                     outcome = eventloop.run(
                         interrupt.guarded(

@@ -16,6 +16,8 @@ from cli.servers import (
     HeaderTimeoutOption,
     HostOption,
     PortOption,
+    TlsCertOption,
+    TlsKeyOption,
     idle_timeout_option,
     server_app,
     version_option,
@@ -98,10 +100,22 @@ def chanproxy(
             " prefer the environment variable: a command line shows in ps.",
         ),
     ] = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    upstream_ca_file: Annotated[
+        str | None,
+        typer.Option(
+            help="https sinks: trust the CA certificates in this PEM file instead of the system's.",
+            show_default=False,
+        ),
+    ] = None,
     version: VersionOption = None,
 ) -> None:
     try:
         config = ProxyConfig(
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            upstream_ca_file=upstream_ca_file,
             admin_token=admin_token or secrets.token_urlsafe(24),
             admin_token_given=bool(admin_token),
             host=host,

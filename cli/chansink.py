@@ -15,6 +15,8 @@ from cli.servers import (
     HeaderTimeoutOption,
     HostOption,
     PortOption,
+    TlsCertOption,
+    TlsKeyOption,
     idle_timeout_option,
     server_app,
     version_option,
@@ -117,10 +119,14 @@ def chansink(
             " The totals line counts memo_hits."
         ),
     ] = True,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
     version: VersionOption = None,
 ) -> None:
     try:
         config = SinkConfig(
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             host=host,
             port=port,
             mode=mode,

@@ -3,6 +3,7 @@ one help text each."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -55,7 +56,22 @@ RepointOption = Annotated[
     ),
 ]
 
-TargetOption = Annotated[str, typer.Option(help="Lightning base URL.")]
+CaFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="https: trust the CA certificates in this PEM file (a private CA) instead of"
+        " the system's.",
+        show_default=False,
+    ),
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        help="https: verify no certificate and no host name (as curl -k). Said in the"
+        " banner and recorded in the JSON.",
+    ),
+]
+TargetOption = Annotated[str, typer.Option(help="Lightning base URL (http:// or https://).")]
 TimeoutOption = Annotated[
     float, typer.Option(help="Seconds a request may take before it counts as a timeout.")
 ]

@@ -42,6 +42,19 @@ BodyTimeoutOption = Annotated[
 ]
 
 
+TlsCertOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Serve https: the certificate (PEM; it may hold the chain). Needs --tls-key.",
+        show_default=False,
+    ),
+]
+TlsKeyOption = Annotated[
+    str | None,
+    typer.Option(help="The private key (PEM) of --tls-cert.", show_default=False),
+]
+
+
 def idle_timeout_option(note: str = "") -> Any:
     """The --idle-timeout option (an Annotated type); ``note`` ends its help."""
     return Annotated[

@@ -16,6 +16,7 @@ import ipaddress
 import resource
 import sys
 from collections.abc import Callable
+from ssl import SSLContext
 from typing import NamedTuple
 
 from common import tcp
@@ -62,12 +63,16 @@ async def listen(
     host: str,
     port: int,
     congestion: str = tcp.SYSTEM,
+    ssl: SSLContext | None = None,
 ) -> Listening:
-    """Bind ``host``:``port`` (0: any free port), with ``congestion`` on the listening sockets."""
+    """Bind ``host``:``port`` (0: any free port), with ``congestion`` on the listening
+    sockets; with ``ssl``, every connection is TLS (common/tls.py)."""
     raise_open_files()
     loop = asyncio.get_running_loop()
     try:
-        server = await loop.create_server(factory, host, port, backlog=4096, reuse_address=True)
+        server = await loop.create_server(
+            factory, host, port, backlog=4096, reuse_address=True, ssl=ssl
+        )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ServeError(

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from common import tcp
+from engine.http.tls import TlsSettings
 from engine.load.scenarios import SCENARIO_ALIASES, SCENARIO_NAMES, SCENARIOS, Scenario
 from engine.measure import thresholds as thresholds_mod
 from engine.measure.statuses import DEFAULT_EXPECT, ExpectedStatuses, parse_expect
@@ -46,9 +47,12 @@ class ConfigError(ValueError):
         self.problems = problems
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 @dataclass(frozen=True, slots=True)
 class HttpUrl:
-    """An http:// URL split into what the client needs."""
+    """An http:// or https:// URL split into what the client needs."""
 
     scheme: str
     host: str
@@ -58,7 +62,7 @@ class HttpUrl:
     @property
     def authority(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == 80 else f"{host}:{self.port}"
+        return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.authority}{self.path}"
@@ -76,20 +80,19 @@ class HttpUrl:
 
 
 def parse_url(value: str, option: str) -> HttpUrl:
-    """Parse an http:// URL or raise ValueError with a message naming ``option``."""
+    """Parse an http:// or https:// URL or raise ValueError with a message naming ``option``."""
     try:
         parts = urlsplit(value.strip())
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"{option} {value!r} is not a valid URL ({exc})") from None
-    if parts.scheme == "https":
-        raise ValueError(f"{option} {value!r}: https is not supported; use an http:// URL")
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"{option} {value!r} is not a URL like http://host:port")
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{option} {value!r} is not a URL like http://host:port or https://host")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return HttpUrl("http", parts.hostname, port or 80, path)
+    return HttpUrl(scheme, parts.hostname, port or DEFAULT_PORTS[scheme], path)
 
 
 def default_node() -> str:
@@ -202,6 +205,8 @@ class RunConfig:
     headers: tuple[str, ...] = ()  # -H 'Name: value', sent with every request
     expect_status: str = DEFAULT_EXPECT  # statuses that are successes; others fail
     repoint_channel: bool = False  # Lightning: point a found channel at --sink
+    ca_file: str | None = None  # https: trust this CA (PEM) instead of the system's
+    insecure: bool = False  # https: verify no certificate (said in the banner and the JSON)
     # What is done with the result (checked here too, before any load).
     hdr_log: str | None = None  # the per-second histograms as an HdrHistogram log
     charts: str | None = None  # a directory for PNG charts (needs matplotlib)
@@ -252,6 +257,7 @@ class RunConfig:
                     parse_url(value, option)
                 except ValueError as exc:
                     out.append(str(exc))
+        out.extend(self.tls.problems())
         if not self.sample_interval > 0:
             out.append(f"--sample-interval must be > 0 seconds, got {self.sample_interval:g}")
         if not 0 <= self.memory_ladder <= MAX_LADDER_STEP:
@@ -329,6 +335,11 @@ class RunConfig:
         return out
 
     # -- effective values ----------------------------------------------------
+
+    @property
+    def tls(self) -> TlsSettings:
+        """--ca-file and --insecure, for https:// URLs."""
+        return TlsSettings(self.ca_file, self.insecure)
 
     @property
     def limits(self) -> list[thresholds_mod.Threshold]:

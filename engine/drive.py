@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from engine import interrupt
 from engine.config import RunConfig
+from engine.http import tls
 from engine.http.client import build_specs
 from engine.http.payload import json_payload
 from engine.http.pool import OpenPool, Pool
@@ -88,6 +89,7 @@ async def load(
         server_timing=server_timing,
         congestion=config.congestion,
         memo=config.memo,
+        tls=tls.context_for(url.scheme, config.tls),
     )
     if start_at is not None:
         await asyncio.sleep(max(0.0, start_at - time.perf_counter()))

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.children import python_module
+from common.tls import throwaway_ca
 
 START_TIMEOUT = 20.0
 
@@ -59,7 +61,7 @@ def _start(name: str, args: list[str], workdir: Path, env: dict[str, str] | None
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", text)
+        m = re.search(r"listening on (https?://127\.0\.0\.1:\d+)", text)
         if m:
             child.url = m.group(1)
             return child
@@ -70,8 +72,10 @@ def _start(name: str, args: list[str], workdir: Path, env: dict[str, str] | None
     raise EmbeddedError(f"{name} did not start within {START_TIMEOUT:g}s")
 
 
-def create_channel(proxy_url: str, name: str, sink_url: str, token: str) -> str:
-    """POST /_admin/channels; the new channel's id."""
+def create_channel(
+    proxy_url: str, name: str, sink_url: str, token: str, ca_file: str | None = None
+) -> str:
+    """POST /_admin/channels (over https, trusting ``ca_file``); the new channel's id."""
     body = json.dumps({"name": name, "sink_url": sink_url}).encode()
     request = urllib.request.Request(
         f"{proxy_url}/_admin/channels",
@@ -79,7 +83,8 @@ def create_channel(proxy_url: str, name: str, sink_url: str, token: str) -> str:
         method="POST",
         headers={"content-type": "application/json", "x-admin-token": token},
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
         return json.loads(response.read())["id"]
 
 
@@ -87,9 +92,15 @@ class Embedded:
     """chansink + chanproxy (+ the channel) for the length of a ``with`` block."""
 
     def __init__(
-        self, proxy_buffer: bool = False, channel: str = "load-test", congestion: str = "auto"
+        self,
+        proxy_buffer: bool = False,
+        channel: str = "load-test",
+        congestion: str = "auto",
+        tls: bool = False,
     ) -> None:
         self.proxy_buffer = proxy_buffer
+        self.tls = tls  # both legs over TLS, with a CA made at start (common/tls.py)
+        self.ca_file: str | None = None
         self.congestion = congestion  # passed on: chansink and chanproxy take --congestion too
         self.channel_name = channel
         self.workdir = Path(tempfile.mkdtemp(prefix="chanload-embedded-"))
@@ -100,15 +111,23 @@ class Embedded:
     def __enter__(self) -> Embedded:
         try:
             tcp_args = ["--congestion", self.congestion]
+            proxy_args: list[str] = []
+            if self.tls:
+                files = throwaway_ca(self.workdir)
+                self.ca_file = str(files["ca"])
+                tcp_args += ["--tls-cert", str(files["cert"]), "--tls-key", str(files["key"])]
+                proxy_args = ["--upstream-ca-file", self.ca_file]
             self.sink = _start("chansink", tcp_args, self.workdir)
             token = secrets.token_urlsafe(24)  # by the environment: a command line shows in ps
             self.proxy = _start(
                 "chanproxy",
-                [*tcp_args, *(["--buffer"] if self.proxy_buffer else [])],
+                [*tcp_args, *proxy_args, *(["--buffer"] if self.proxy_buffer else [])],
                 self.workdir,
                 env={"CHANPROXY_ADMIN_TOKEN": token},
             )
-            channel_id = create_channel(self.proxy.url, self.channel_name, self.sink.url, token)
+            channel_id = create_channel(
+                self.proxy.url, self.channel_name, self.sink.url, token, self.ca_file
+            )
             self.channel_url = f"{self.proxy.url}/channels/{channel_id}/test"
         except BaseException:
             self.close()
@@ -129,12 +148,15 @@ class Embedded:
         for child in (self.proxy, self.sink):
             if child is not None:
                 child.stop()
+        for name in ("server.key", "server.pem", "ca.pem"):  # the throwaway CA goes too
+            (self.workdir / name).unlink(missing_ok=True)
 
     def describe(self) -> str:
         mode = " --buffer" if self.proxy_buffer else ""
+        tls = f"; TLS on both legs, CA {self.ca_file} (made now)" if self.tls else ""
         return (
             f"embedded: chansink at {self.sink.url} (pid {self.sink.proc.pid}),"
-            f" chanproxy{mode} at {self.proxy.url} (pid {self.proxy.proc.pid})"
+            f" chanproxy{mode} at {self.proxy.url} (pid {self.proxy.proc.pid}){tls}"
         )
 
 

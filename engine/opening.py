@@ -49,7 +49,7 @@ async def open_target(config: RunConfig, out: TextIO) -> OpenTarget:
         return OpenTarget(target, requests, lightning.observers(session))
     requests = 0
     if config.preflight:
-        target, requests = await preflight(target, out, config.header_pairs)
+        target, requests = await preflight(target, out, config.header_pairs, config.tls)
     observers: list[Observer] = []
     if target.server_timing:
         observers.append(HeaderTiming())

@@ -69,7 +69,19 @@ def _banner(config: RunConfig, opened: OpenTarget) -> str:
         target=target.description,
         headers=masked_headers(config.header_pairs),
         expect_status=config.expect_status,
+        tls=tls_line(config, target.url.scheme),
     )
+
+
+def tls_line(config: RunConfig, scheme: str) -> str | None:
+    """The banner's TLS line: how certificates are checked (None for plain http)."""
+    if scheme != "https":
+        return None
+    if config.insecure:
+        return "certificates NOT verified (--insecure)"
+    if config.ca_file:
+        return f"certificates verified against {config.ca_file} (--ca-file)"
+    return "certificates verified against the system's CAs"
 
 
 async def _ladder(config: RunConfig, opened: OpenTarget, out: TextIO) -> None:
@@ -219,6 +231,7 @@ async def _drive(
         preflight_requests=preflight_requests,
         interrupted=interrupted,
         target_rate=config.rate,
+        tls_verified=None if target.url.scheme == "http" else not config.insecure,
     )
     for observer in observers:
         observer.report(result)

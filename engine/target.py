@@ -16,7 +16,9 @@ from typing import TextIO
 import httptools
 
 from engine.config import HttpUrl, RunConfig, parse_url
+from engine.http import tls as tls_mod
 from engine.http.http1 import RemoteProtocolError, build_request_head
+from engine.http.tls import VERIFY, TlsSettings
 
 PREFLIGHT_TIMEOUT = 5.0
 
@@ -96,17 +98,35 @@ class _OneResponse:
         return Answer(self.parser.get_status_code(), self.server_timing, bytes(self.body))
 
 
+class TlsFailed(OSError):
+    """The TLS handshake failed; the message names the cause (engine/http/tls.py)."""
+
+
 async def http_get(
-    url: HttpUrl, headers: tuple[tuple[str, str], ...] = (), timeout: float = PREFLIGHT_TIMEOUT
+    url: HttpUrl,
+    headers: tuple[tuple[str, str], ...] = (),
+    timeout: float = PREFLIGHT_TIMEOUT,
+    tls: TlsSettings = VERIFY,
 ) -> Answer:
     """GET ``url`` once (with ``headers``): its status, Server-Timing and body's start.
 
-    Raises OSError, TimeoutError or RemoteProtocolError.
+    Raises OSError (ssl.SSLError for a failed TLS handshake), TimeoutError or
+    RemoteProtocolError.
     """
+    context = tls_mod.context_for(url.scheme, tls)
+    handshaking = False
 
     async def exchange() -> Answer:
+        nonlocal handshaking
         reader, writer = await asyncio.open_connection(url.host, url.port)
         try:
+            if context is not None:
+                handshaking = True
+                try:
+                    await writer.start_tls(context, server_hostname=url.host)
+                except OSError as exc:  # ssl.SSLError too
+                    raise TlsFailed(tls_mod.classify(exc, url.authority)[1]) from None
+                handshaking = False
             writer.write(
                 build_request_head("GET", url.authority, url.path, None, None, list(headers))
             )
@@ -127,8 +147,13 @@ async def http_get(
         finally:
             writer.close()
 
-    async with asyncio.timeout(timeout):
-        return await exchange()
+    try:
+        async with asyncio.timeout(timeout):
+            return await exchange()
+    except TimeoutError:
+        if handshaking:
+            raise TimeoutError(f"the TLS handshake did not finish within {timeout:g}s") from None
+        raise
 
 
 SINK_HINT = "Start the mock sink first:\n  chansink --port {port}"
@@ -173,6 +198,7 @@ async def check(
     out: TextIO,
     headers: tuple[tuple[str, str], ...] = (),
     refusals: bool = False,
+    tls: TlsSettings = VERIFY,
 ) -> bool:
     """GET ``url`` once (without its query); TargetError when nothing answers.
 
@@ -184,12 +210,14 @@ async def check(
     out.write(f"Checking {what} at {probe}... ")
     out.flush()
     try:
-        answer = await http_get(probe, headers)
+        answer = await http_get(probe, headers, tls=tls)
     except (OSError, TimeoutError, RemoteProtocolError) as exc:
         out.write("failed\n")
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError):
-            reason = f"no answer within {PREFLIGHT_TIMEOUT:g}s"
+            reason = str(exc) or f"no answer within {PREFLIGHT_TIMEOUT:g}s"
+        if isinstance(exc, TlsFailed):
+            hint = ""  # the reason says what to do
         raise TargetError(f"could not reach the {what} at {probe}: {reason}", 1, hint) from None
     note = ", Server-Timing" if answer.server_timing else ""
     if refusals and (refused := refusal(answer)) is not None:
@@ -206,21 +234,32 @@ async def check(
     return answer.server_timing is not None
 
 
-async def check_sink(sink: HttpUrl, out: TextIO, headers: tuple[tuple[str, str], ...] = ()) -> bool:
-    return await check("mock sink", sink.join("/"), SINK_HINT.format(port=sink.port), out, headers)
+async def check_sink(
+    sink: HttpUrl,
+    out: TextIO,
+    headers: tuple[tuple[str, str], ...] = (),
+    tls: TlsSettings = VERIFY,
+) -> bool:
+    hint = SINK_HINT.format(port=sink.port)
+    return await check("mock sink", sink.join("/"), hint, out, headers, tls=tls)
 
 
 async def preflight(
-    target: Target, out: TextIO, headers: tuple[tuple[str, str], ...] = ()
+    target: Target,
+    out: TextIO,
+    headers: tuple[tuple[str, str], ...] = (),
+    tls: TlsSettings = VERIFY,
 ) -> tuple[Target, int]:
     """Check what a direct or URL run needs: the target (noting Server-Timing) and requests made."""
     made = 0
     timing = False
     if target.sink is not None:
-        timing = await check_sink(target.sink, out, headers) and target.kind == "direct"
+        timing = await check_sink(target.sink, out, headers, tls) and target.kind == "direct"
         made += 1
     if target.kind == "url":
-        timing = await check("channel URL", target.url, CHANNEL_HINT, out, headers, refusals=True)
+        timing = await check(
+            "channel URL", target.url, CHANNEL_HINT, out, headers, refusals=True, tls=tls
+        )
         made += 1
     if timing:
         target = replace(target, server_timing=True, telemetry="from the Server-Timing header")

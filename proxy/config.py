@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from common import tcp
+from common import tcp, tls
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
@@ -41,6 +42,13 @@ class ProxyConfig:
     # The admin endpoint's token (proxy/admin.py): made at start unless given.
     admin_token: str = ""
     admin_token_given: bool = False
+    tls_cert: str | None = None  # serve https with this certificate (chain) and key
+    tls_key: str | None = None
+    upstream_ca_file: str | None = None  # https sinks: trust this CA, not the system's
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     def __post_init__(self) -> None:
         problems = []
@@ -62,5 +70,8 @@ class ProxyConfig:
         problem = tcp.check(self.congestion)
         if problem:
             problems.append(problem)
+        problems += tls.problems(self.tls_cert, self.tls_key)
+        if self.upstream_ca_file is not None and not Path(self.upstream_ca_file).is_file():
+            problems.append(f"--upstream-ca-file {self.upstream_ca_file}: no such file")
         if problems:
             raise ConfigError("; ".join(problems))

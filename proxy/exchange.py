@@ -128,7 +128,7 @@ class Exchange:
                 self.answer_locally()
             return
         shared = self.proto.shared
-        key = (self.channel.sink_host, self.channel.sink_port)
+        key = self.channel.sink_key
         self.t_upstream_start = time.perf_counter()
         conn = shared.pool.take_idle(key)
         if conn is not None:
@@ -137,7 +137,7 @@ class Exchange:
         self.proto.block_reading("connect")
         self.connecting = shared.loop.create_task(self._connect(key))
 
-    async def _connect(self, key: tuple[str, int]) -> None:
+    async def _connect(self, key: tuple[str, int, bool]) -> None:
         try:
             conn = await self.proto.shared.pool.connect(key)
         except (OSError, TimeoutError) as exc:
@@ -174,9 +174,10 @@ class Exchange:
             self.method,
             self.target,
             self.headers,
-            f"{channel.sink_host}:{channel.sink_port}",
+            channel.sink_authority,
             self.proto.peer_ip,
             body,
+            scheme=self.proto.shared.scheme,
         )
 
     # -- response side (called by the UpstreamConnection) -------------------------------

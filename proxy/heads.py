@@ -96,8 +96,10 @@ def upstream_head(
     peer_ip: bytes,
     body: str | int | None,
     request_id: bytes | None = None,
+    scheme: bytes = b"http",
 ) -> bytes:
-    """The request head for the sink, for ``target`` (sink_target's).
+    """The request head for the sink, for ``target`` (sink_target's); ``scheme``
+    is what the client spoke to us (x-forwarded-proto).
 
     ``body``: an int is a Content-Length, "chunked" re-frames the body as
     chunked, None sends no framing header. ``request_id`` is the id to use when
@@ -126,7 +128,9 @@ def upstream_head(
         forwarded_for,
         b"\r\nx-forwarded-host: ",
         client_host,
-        b"\r\nx-forwarded-proto: http\r\nx-request-id: ",
+        b"\r\nx-forwarded-proto: ",
+        scheme,
+        b"\r\nx-request-id: ",
         kept_id,
         b"\r\n",
     ]

@@ -18,7 +18,7 @@ from collections import deque
 
 import httptools
 
-from common import tcp
+from common import tcp, tls
 from proxy import admin, heads
 from proxy.config import MAX_HEADER_BYTES
 from proxy.exchange import Exchange
@@ -63,6 +63,7 @@ class ProxyProtocol(Corked, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         tcp.tune_transport(transport, self.shared.accept_congestion)
+        tls.bound_buffers(transport)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip = peer[0].encode()

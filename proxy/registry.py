@@ -30,7 +30,23 @@ class Channel:
 
     @property
     def sink_port(self) -> int:
-        return urlsplit(self.sink_url).port or 80
+        parts = urlsplit(self.sink_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def sink_tls(self) -> bool:
+        return urlsplit(self.sink_url).scheme == "https"
+
+    @property
+    def sink_key(self) -> tuple[str, int, bool]:
+        """Which of the pool's keep-alive connections serve this channel's sink."""
+        return (self.sink_host, self.sink_port, self.sink_tls)
+
+    @property
+    def sink_authority(self) -> str:
+        """Host (and port, unless the scheme's default), as a Host header says it."""
+        parts = urlsplit(self.sink_url)
+        return parts.netloc.rpartition("@")[2]
 
     @property
     def sink_path(self) -> str:
@@ -49,12 +65,10 @@ def check_sink_url(url: str) -> None:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:
         raise ChannelError(f"sink_url {url!r} is not a valid URL ({exc})") from None
-    if parts.scheme == "https":
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ChannelError(
-            f"sink_url {url!r}: chanproxy speaks plain HTTP to sinks; give an http:// URL"
+            f"sink_url {url!r} must be an absolute http:// or https:// URL with a host"
         )
-    if parts.scheme != "http" or not parts.hostname:
-        raise ChannelError(f"sink_url {url!r} must be an absolute http:// URL with a host")
 
 
 def canonical_id(value: str) -> str | None:

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from common import tcp
+from common import tcp, tls
 from common.lifecycle import serve_until_stopped
 from common.listening import listen
 from proxy.config import ProxyConfig
@@ -21,11 +21,17 @@ async def serve(config: ProxyConfig, registry: Registry, out: TextIO | None = No
     loop = asyncio.get_running_loop()
     shared = Shared(config, registry, loop)
     server, host, port, shared.accept_congestion = await listen(
-        "chanproxy", lambda: ProxyProtocol(shared), config.host, config.port, config.congestion
+        "chanproxy",
+        lambda: ProxyProtocol(shared),
+        config.host,
+        config.port,
+        config.congestion,
+        tls.server_context(config.tls_cert, config.tls_key) if config.tls_cert else None,
     )
     mode = "buffering whole bodies (--buffer)" if config.buffer else "streaming"
     out.write(
-        f"chanproxy listening on http://{host}:{port} ({len(registry)} channels, {mode});"
+        f"chanproxy listening on {config.scheme}://{host}:{port} ({len(registry)} channels,"
+        f" {mode});"
         f" TCP: {tcp.describe(config.congestion)}\n"
     )
     if config.admin_token_given:

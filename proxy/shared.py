@@ -9,7 +9,7 @@ import time
 from proxy.config import ProxyConfig
 from proxy.modes import BUFFERING, STREAMING
 from proxy.registry import Registry
-from proxy.upstream import Pool
+from proxy.upstream import Pool, upstream_context
 
 
 class Stats:
@@ -41,7 +41,14 @@ class Shared:
         self.registry = registry
         self.loop = loop
         self.mode = BUFFERING if config.buffer else STREAMING  # how bodies cross
-        self.pool = Pool(loop, config.max_idle_per_sink, config.connect_timeout, config.congestion)
+        self.pool = Pool(
+            loop,
+            config.max_idle_per_sink,
+            config.connect_timeout,
+            config.congestion,
+            upstream_context(config.upstream_ca_file) if config.upstream_ca_file else None,
+        )
+        self.scheme = config.scheme.encode()  # what clients speak to us: x-forwarded-proto
         # What --congestion still asks of each accepted connection once the
         # listening sockets have it (common/listening.py): "system", nothing, mostly.
         self.accept_congestion = config.congestion

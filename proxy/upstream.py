@@ -10,12 +10,13 @@ pauses reading from the sink).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import defaultdict
 from typing import Protocol
 
 import httptools
 
-from common import tcp
+from common import tcp, tls
 
 
 class ExchangeSink(Protocol):
@@ -68,7 +69,7 @@ class Corked:
 
 
 class UpstreamConnection(Corked, asyncio.Protocol):
-    def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
+    def __init__(self, pool: Pool, key: tuple[str, int, bool]) -> None:
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
@@ -87,6 +88,7 @@ class UpstreamConnection(Corked, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         tcp.tune_transport(transport, self.pool.congestion)
+        tls.bound_buffers(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -205,8 +207,16 @@ class UpstreamConnection(Corked, asyncio.Protocol):
             self.transport.abort()
 
 
+def upstream_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verify https sinks against ``ca_file`` (--upstream-ca-file), else the system's CAs."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
 class Pool:
-    """Idle keep-alive connections per sink (host, port)."""
+    """Idle keep-alive connections per sink (host, port, TLS)."""
 
     def __init__(
         self,
@@ -214,15 +224,17 @@ class Pool:
         max_idle: int,
         connect_timeout: float,
         congestion: str = tcp.AUTO,
+        tls: ssl.SSLContext | None = None,
     ):
         self.loop = loop
+        self.tls = tls  # for https sinks (--upstream-ca-file, else the system's CAs)
         self.congestion = congestion
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
-        self._idle: dict[tuple[str, int], list[UpstreamConnection]] = defaultdict(list)
+        self._idle: dict[tuple[str, int, bool], list[UpstreamConnection]] = defaultdict(list)
         self.opened = 0
 
-    def take_idle(self, key: tuple[str, int]) -> UpstreamConnection | None:
+    def take_idle(self, key: tuple[str, int, bool]) -> UpstreamConnection | None:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -230,10 +242,18 @@ class Pool:
                 return conn
         return None
 
-    async def connect(self, key: tuple[str, int]) -> UpstreamConnection:
+    async def connect(self, key: tuple[str, int, bool]) -> UpstreamConnection:
+        """A new connection to the sink ``key`` names: (host, port, TLS or not)."""
+        host, port, secure = key
+        if secure and self.tls is None:
+            self.tls = upstream_context(None)
         async with asyncio.timeout(self.connect_timeout):
             _, conn = await self.loop.create_connection(
-                lambda: UpstreamConnection(self, key), key[0], key[1]
+                lambda: UpstreamConnection(self, key),
+                host,
+                port,
+                ssl=self.tls if secure else None,
+                server_hostname=host if secure else None,
             )
         self.opened += 1
         return conn

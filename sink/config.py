@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from common import tcp
+from common import tcp, tls
 
 # The seed's defaults (mock_sink.exs).
 DEFAULT_HOST = "127.0.0.1"
@@ -61,6 +61,8 @@ class SinkConfig:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
     congestion: str = tcp.AUTO
     memo: bool = True  # answer a request read again byte for byte without parsing it
+    tls_cert: str | None = None  # serve https with this certificate (chain) ...
+    tls_key: str | None = None  # ... and key (common/tls.py)
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -91,4 +93,9 @@ class SinkConfig:
         problem = tcp.check(self.congestion)
         if problem:
             out.append(problem)
+        out += tls.problems(self.tls_cert, self.tls_key)
         return out
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"

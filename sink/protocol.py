@@ -14,7 +14,7 @@ import time
 
 import httptools
 
-from common import bodies, tcp
+from common import bodies, tcp, tls
 from common.memo import MEMO_MAX, ReadMemo
 from sink.config import MAX_HEADER_BYTES, Mode
 from sink.context import READ_BUFFER_SIZE, SinkContext
@@ -126,10 +126,13 @@ class SinkProtocol(ReadMemo, asyncio.BufferedProtocol):
         self._transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         fd = None
+        secure = transport.get_extra_info("ssl_object") is not None
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             tcp.tune(sock, self._ctx.accept_congestion)
-            fd = sock.fileno()
+            if not secure:  # sendfile(2) writes to the socket itself: not under TLS
+                fd = sock.fileno()
         self._replies = ReplyQueue(self._ctx, self._loop, transport, fd)
+        tls.bound_buffers(transport)  # after ReplyQueue's own write limits
         stats = self._stats
         stats.accepted += 1
         stats.open += 1

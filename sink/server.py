@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from common import tcp
+from common import tcp, tls
 from common.lifecycle import serve_until_stopped
 from common.listening import listen
 from sink.config import Mode, SinkConfig
@@ -30,7 +30,7 @@ def banner(config: SinkConfig, host: str, port: int) -> str:
     return "\n".join(
         [
             BANNER_RULE,
-            f"  chansink listening on http://{url_host}:{port}",
+            f"  chansink listening on {config.scheme}://{url_host}:{port}",
             f"  Mode:      {config.mode.value}",
             f"  Status:    {config.status}",
             f"  Body size: {config.body_size} bytes" + (" (chunked)" if config.chunked else ""),
@@ -93,7 +93,12 @@ async def serve(config: SinkConfig, out: TextIO | None = None) -> int:
     loop = asyncio.get_running_loop()
     ctx = SinkContext(config, access_log=out if config.access_log else None)
     server, host, port, ctx.accept_congestion = await listen(
-        "chansink", lambda: SinkProtocol(ctx, loop), config.host, config.port, config.congestion
+        "chansink",
+        lambda: SinkProtocol(ctx, loop),
+        config.host,
+        config.port,
+        config.congestion,
+        tls.server_context(config.tls_cert, config.tls_key) if config.tls_cert else None,
     )
     out.write(banner(config, host, port) + "\n")
     out.flush()

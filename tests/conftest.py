@@ -66,3 +66,19 @@ def echo(tmp_path):
     yield m.group(1)
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture(scope="session")
+def tls():
+    """A throwaway CA and its certificates (tests.support.TlsFiles), for HTTPS tests."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.support import TlsFiles
+
+    # Not under pytest's 0700 temporary tree: nginx's worker (not root) reads these.
+    root = Path(tempfile.mkdtemp(prefix="chanload-tls-"))
+    root.chmod(0o755)
+    yield TlsFiles(root)
+    shutil.rmtree(root, ignore_errors=True)

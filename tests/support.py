@@ -47,6 +47,7 @@ class SinkProcess:
     host: str = "127.0.0.1"
     summary: dict[str, int] = field(default_factory=dict)
     program: str = "chansink"
+    scheme: str = "http"
 
     @property
     def pid(self) -> int:
@@ -54,7 +55,7 @@ class SinkProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def output(self) -> str:
         return self.log.read_text()
@@ -101,11 +102,11 @@ def start_sink(
         def listening():
             if proc.poll() is not None:
                 raise AssertionError(f"{program} exited early: {err.read_text()}{log.read_text()}")
-            m = re.search(r"listening on http://([\d.]+):(\d+)", log.read_text())
+            m = re.search(r"listening on (https?)://([\d.]+):(\d+)", log.read_text())
             return m
 
         m = wait_until(listening, 15, f"{program} to listen")
-        sink.host, sink.port = m.group(1), int(m.group(2))
+        sink.scheme, sink.host, sink.port = m.group(1), m.group(2), int(m.group(3))
     return sink
 
 
@@ -332,3 +333,38 @@ class CountingParser:
 
     def __getattr__(self, name):
         return getattr(self._parser, name)
+
+
+# -- TLS: a throwaway CA and the certificates it issues (trustme) ---------------
+
+
+class TlsFiles:
+    """A CA made for the test session and server certificates it issued, as PEM
+    files in a directory others may read (nginx's worker is not root)."""
+
+    def __init__(self, root: Path) -> None:
+        import trustme
+
+        self.root = root
+        self.ca = trustme.CA()
+        self.ca_file = root / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        self._issued: dict[tuple, tuple[Path, Path]] = {}
+
+    def server(self, name: str, *identities: str, **validity) -> tuple[Path, Path]:
+        """(certificate chain, key) for ``identities`` (host names, IP addresses)."""
+        cert = self.ca.issue_cert(*identities, **validity)
+        chain, key = self.root / f"{name}.pem", self.root / f"{name}.key"
+        cert.private_key_pem.write_to_path(str(key))
+        chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+        key.chmod(0o644)
+        chain.chmod(0o644)
+        return chain, key
+
+    def loopback(self) -> tuple[str, ...]:
+        """--tls-cert and --tls-key for a server on localhost / 127.0.0.1."""
+        key = ("loopback",)
+        if key not in self._issued:
+            self._issued[key] = self.server("loopback", "localhost", "127.0.0.1")
+        chain, private = self._issued[key]
+        return ("--tls-cert", str(chain), "--tls-key", str(private))

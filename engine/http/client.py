@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from common import tcp
+from common import tcp, tls
 from engine.config import HttpUrl
 from engine.http.http1 import (
     GET_READ_BUFFER,
@@ -151,6 +151,7 @@ class ClientConnection:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         tcp.tune_transport(transport, self.pool.congestion)
+        tls.bound_buffers(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

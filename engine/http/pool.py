@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 from common import tcp
 from engine.config import HttpUrl
+from engine.http import tls as tls_mod
 from engine.http.client import (
     CONNECTIONS,
     OPEN_CONNECTIONS,
@@ -45,7 +48,15 @@ BACKOFF_MAX = 1.0
 class Connector:
     """Opens VUs' connections: at most CONNECT_SLOTS connects in progress at
     once, a timeout on each, back-off after consecutive failures (counted on
-    the VU), each failure recorded as a ``connect`` error."""
+    the VU), each failure recorded as a ``connect`` error (or, for https, the
+    kind of its TLS failure: engine/http/tls.py).
+
+    The host is resolved once (as wrk does; a failed lookup is tried again).
+    The TCP connect (after the lookup) and the TLS handshake are timed apart,
+    into the recorder's ``connect_times`` and ``handshake_times`` (k6's
+    http_req_connecting and http_req_tls_handshaking); the timeout covers
+    the lookup, the connect and the handshake.
+    """
 
     def __init__(
         self,
@@ -53,12 +64,15 @@ class Connector:
         url: HttpUrl,
         timeout: float,
         recorder: Recorder,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.loop = loop
         self.url = url
         self.timeout = timeout
         self.recorder = recorder
+        self.tls = tls
         self._slots = asyncio.Semaphore(CONNECT_SLOTS)
+        self._addresses: asyncio.Future | None = None  # getaddrinfo's, shared
 
     async def open(
         self,
@@ -72,24 +86,88 @@ class Connector:
                 await asyncio.sleep(min(BACKOFF_FIRST * 2 ** (vu.failures - 1), BACKOFF_MAX))
                 if not wanted():
                     return None
-            try:
-                async with self._slots:
-                    if not wanted():
-                        return None
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow
-                    # a cancellation that races with completion (bpo-42130).
-                    async with asyncio.timeout(self.timeout):
-                        _, conn = await self.loop.create_connection(
-                            factory, self.url.host, self.url.port
-                        )
-            except (OSError, TimeoutError) as exc:
+            async with self._slots:
+                if not wanted():
+                    return None
+                conn = await self._open_one(factory)
+            if conn is None:
                 vu.failures += 1
-                detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-                self.recorder.error("connect", f"{self.url.authority}: {detail}")
                 continue
             vu.failures = 0
             return conn
         return None
+
+    async def _open_one(self, factory: Callable[[], ClientConnection]) -> ClientConnection | None:
+        """One connection (TCP, then TLS for https); None, with the error recorded, if not."""
+        sock = None
+        handshaking = False
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that races with completion (bpo-42130).
+            async with asyncio.timeout(self.timeout):
+                addresses = await self._resolve()
+                started = perf_ns()
+                sock = await self._tcp_connect(addresses)
+                connected = perf_ns()
+                self.recorder.connect_times.append((connected - started) // 1000)
+                if self.tls is None:
+                    _, conn = await self.loop.create_connection(factory, sock=sock)
+                    return conn
+                handshaking = True
+                transport, conn = await self.loop.create_connection(
+                    factory,
+                    sock=sock,
+                    ssl=self.tls,
+                    server_hostname=self.url.host,
+                    ssl_handshake_timeout=None,  # our timeout covers it
+                )
+                rec = self.recorder
+                rec.handshake_times.append((perf_ns() - connected) // 1000)
+                if rec.tls_info is None:
+                    ssl_object = transport.get_extra_info("ssl_object")
+                    if ssl_object is not None:
+                        rec.tls_info = tls_mod.describe(ssl_object)
+                return conn
+        except (OSError, TimeoutError) as exc:
+            if sock is not None and not handshaking:
+                sock.close()
+            if handshaking:
+                kind, detail = tls_mod.classify(exc, self.url.authority)
+            else:
+                kind = "connect"
+                detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+                detail = f"{self.url.authority}: {detail}"
+            self.recorder.error(kind, detail)
+            return None
+
+    async def _resolve(self) -> list[tuple]:
+        """The URL host's addresses, looked up once for every VU (as wrk does)."""
+        if self._addresses is None:
+            self._addresses = asyncio.ensure_future(
+                self.loop.getaddrinfo(self.url.host, self.url.port, type=socket.SOCK_STREAM)
+            )
+        try:
+            infos = await asyncio.shield(self._addresses)
+        except OSError:
+            self._addresses = None  # looked up again at the next connect
+            raise
+        return [(family, addr) for family, _, _, _, addr in infos]
+
+    async def _tcp_connect(self, addresses: list[tuple]) -> socket.socket:
+        """A connected non-blocking socket to one of ``addresses``, tried in turn."""
+        error: OSError | None = None
+        for family, addr in addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await self.loop.sock_connect(sock, addr)
+                return sock
+            except BaseException as exc:
+                sock.close()
+                if not isinstance(exc, OSError):
+                    raise
+                error = exc
+        raise error or OSError(f"{self.url.host} has no address")
 
 
 async def sweep_timeouts(pool: Pool) -> None:
@@ -120,6 +198,7 @@ class Pool:
         server_timing: bool = False,
         congestion: str = tcp.AUTO,
         memo: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.loop = loop
         self.server_timing = server_timing
@@ -134,7 +213,7 @@ class Pool:
         self.deadline_ns = 0
         self.vus: list[VU] = []
         self.in_flight = 0
-        self.connector = Connector(loop, url, timeout, recorder)
+        self.connector = Connector(loop, url, timeout, recorder, tls)
         self._idle = asyncio.Event()
         self._connects: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None

@@ -86,7 +86,7 @@ async def open_target(config: RunConfig, out: TextIO) -> tuple[Session, Target, 
     """
     sink = config.sink_url()
     headers = config.header_pairs
-    await check_sink(sink, out, headers)
+    await check_sink(sink, out, headers, config.tls)
     cookie = resolve_cookie(config.cookie)
     session = await Session.connect(config.node_name, cookie, out)
     try:
@@ -105,6 +105,7 @@ async def open_target(config: RunConfig, out: TextIO) -> tuple[Session, Target, 
             out,
             headers,
             refusals=True,
+            tls=config.tls,
         )
         timing = await session.deploy_collector()
         target = Target(

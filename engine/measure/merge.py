@@ -15,7 +15,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from engine.measure.metrics import new_histogram
+from engine.measure.metrics import histogram_stats, new_histogram
 from engine.measure.statuses import DEFAULT_EXPECT
 from engine.measure.timing import events_used, plug_overhead
 
@@ -118,6 +118,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
         _merge_open_model(out, runs, duration)
     out["series"] = merge_series(runs, start)
     out["server_timing"] = merge_timing([r.get("server_timing") for r in runs])
+    out["connections"] = merge_connections([r.get("connections") for r in runs])
     memories = [r.get("memory") for r in runs if r.get("memory")]
     out["memory"] = memories[0] if len(memories) == 1 else None
     out["memory_verdict"] = runs[0].get("memory_verdict") if len(memories) == 1 else None
@@ -171,6 +172,26 @@ def _merge_open_model(out: dict[str, Any], runs: list[dict[str, Any]], duration:
     out["kept_up"] = all(r.get("kept_up") is not False for r in runs) and (
         (out.get("dispatch_lag_p99_us") or 0) <= KEPT_UP_LAG_US
     )
+
+
+def merge_connections(parts: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """New connections of several runs: counts summed, connect and handshake
+    histograms added; TLS as the first run saw it, verified only if all were."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    out: dict[str, Any] = {"opened": sum(p.get("opened", 0) for p in parts)}
+    for name in ("connect", "tls_handshake"):
+        if not any(name in p for p in parts):
+            continue
+        h = new_histogram()
+        for p in parts:
+            _add(h, (p.get(name) or {}).get("histogram", ""))
+        out[name] = histogram_stats(h)
+    tls = [p["tls"] for p in parts if p.get("tls")]
+    if tls:
+        out["tls"] = {**tls[0], "verified": all(t.get("verified") for t in tls)}
+    return out
 
 
 def merge_series(runs: list[dict[str, Any]], start: float) -> list[dict[str, Any]]:

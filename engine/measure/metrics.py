@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -25,11 +26,30 @@ MAX_TIMING_NAMES = 16
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
-ERROR_KINDS = ("connect", "timeout", "closed", "reset", "protocol")
+# The transport's error kinds, then a failed TLS handshake's (engine/http/tls.py).
+TRANSPORT_ERROR_KINDS = ("connect", "timeout", "closed", "reset", "protocol")
+TLS_ERROR_KINDS = ("tls_certificate", "tls_hostname", "tls_not_tls", "tls_handshake", "tls_timeout")
+ERROR_KINDS = TRANSPORT_ERROR_KINDS + TLS_ERROR_KINDS
 
 
 def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def histogram_stats(h: HdrHistogram) -> dict[str, Any]:
+    """count, p50/p95/p99/max/mean (us) and the encoded histogram (for exact merging)."""
+    if not h.get_total_count():
+        return {"count": 0}
+    pct = h.get_percentile_to_value_dict([50, 95, 99])
+    return {
+        "count": h.get_total_count(),
+        "p50_us": int(pct[50]),
+        "p95_us": int(pct[95]),
+        "p99_us": int(pct[99]),
+        "max_us": int(h.get_max_value()),
+        "mean_us": round(h.get_mean_value(), 1),
+        "histogram": h.encode().decode("ascii"),
+    }
 
 
 @dataclass
@@ -79,6 +99,10 @@ class Recorder:
         self.scheduled = 0  # sends due by the schedule
         self.late = 0  # due when no connection was free: waited for one (counted)
         self.dropped = 0  # late ones that waited longer than the timeout: never sent
+        # Each new connection: its TCP connect and (https) TLS handshake, us.
+        self.connect_times: list[int] = []
+        self.handshake_times: list[int] = []
+        self.tls_info: dict | None = None  # what the first handshake negotiated
         # Interrupted runs: requests still in flight after the grace, given up (not errors).
         self.abandoned = 0
         # VUs that never got a connection (still connecting, or failing, at the end).
@@ -301,6 +325,9 @@ class Recorder:
             "timing": {name: _encode(h) for name, h in self.timing.items()},
             "timing_stats": {name: list(v) for name, v in self.timing_stats.items()},
             "cpu_seconds": list(self.cpu_seconds),
+            "connect_times": list(self.connect_times),
+            "handshake_times": list(self.handshake_times),
+            "tls_info": self.tls_info,
             "series": [asdict(snap) for snap in self.series],
         }
 
@@ -315,6 +342,9 @@ class Recorder:
             for name, value in state["counters"].items():
                 setattr(self, name, getattr(self, name) + value)
             self.cpu_seconds += state["cpu_seconds"]
+            self.connect_times += state["connect_times"]
+            self.handshake_times += state["handshake_times"]
+            self.tls_info = self.tls_info or state["tls_info"]
             for status, n in state["statuses"].items():
                 self.statuses[status] = self.statuses.get(status, 0) + n
             for kind, n in state["errors"].items():

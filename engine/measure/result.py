@@ -13,7 +13,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from common import __version__, tcp
-from engine.measure.metrics import ERROR_KINDS, Recorder, Snapshot
+from engine.measure.metrics import (
+    ERROR_KINDS,
+    LOWEST_US,
+    TLS_ERROR_KINDS,
+    TRANSPORT_ERROR_KINDS,
+    Recorder,
+    Snapshot,
+    histogram_stats,
+    new_histogram,
+)
 from engine.measure.statuses import DEFAULT_EXPECT
 
 # The seed's CSV columns, in the seed's order; new columns only ever go after.
@@ -60,7 +69,7 @@ EXTRA_COLUMNS = (
     "status_4xx",
     "status_5xx",
     "transport_errors",
-    *(f"{kind}_errors" for kind in ERROR_KINDS),
+    *(f"{kind}_errors" for kind in TRANSPORT_ERROR_KINDS),
     "bytes_in",
     "bytes_out",
     "body_bytes_in",
@@ -87,6 +96,15 @@ EXTRA_COLUMNS = (
     *(f"server_inbound_{stat}" for stat in ("count", "p50_us", "p95_us", "p99_us", "mean_us")),
     "server_unresolved_count",
     "server_total_event",
+    # New connections and TLS (engine/http/tls.py): appended, so older files keep their columns.
+    "connections_opened",
+    "connect_p50_us",
+    "connect_p99_us",
+    "tls_handshake_p50_us",
+    "tls_handshake_p99_us",
+    "tls_version",
+    "tls_verified",
+    *(f"{kind}_errors" for kind in TLS_ERROR_KINDS),
 )
 # Open model: the generator kept up when it got to 99% of the due requests
 # within this of their time (connection waits do not count: that is the target).
@@ -116,6 +134,31 @@ class MemorySummary:
 
 # At this share of a core, a chanload process may be what limits the run.
 BUSY_CPU = 0.9
+
+
+def connection_stats(recorder: Recorder, tls_verified: bool | None) -> dict[str, Any] | None:
+    """The run's new connections: TCP connect and TLS handshake times (k6's
+    http_req_connecting and http_req_tls_handshaking), what TLS negotiated,
+    and whether the certificate was verified (None: plain http)."""
+    if not recorder.connect_times:
+        return None
+    connect = new_histogram()
+    for us in recorder.connect_times:
+        connect.record_value(max(us, LOWEST_US))
+    out: dict[str, Any] = {
+        "opened": len(recorder.connect_times),
+        "connect": histogram_stats(connect),
+    }
+    if tls_verified is not None:
+        handshake = new_histogram()
+        for us in recorder.handshake_times:
+            handshake.record_value(max(us, LOWEST_US))
+        out["tls"] = {
+            **(recorder.tls_info or {"version": None, "cipher": None, "alpn": None}),
+            "verified": tls_verified,
+        }
+        out["tls_handshake"] = histogram_stats(handshake)
+    return out
 
 
 def generator_cpu(seconds: list[float], elapsed: float) -> dict[str, Any] | None:
@@ -212,6 +255,9 @@ class RunResult:
     max_uncorrected_us: int | None = None
     # Open model: the other histograms, encoded, so that merged runs stay exact.
     open_histograms: dict[str, str] | None = None
+    # New connections: how many, their TCP connect and (https) TLS handshake
+    # times, what TLS negotiated and whether it was verified (connection_stats).
+    connections: dict[str, Any] | None = None
 
     @classmethod
     def build(
@@ -232,6 +278,7 @@ class RunResult:
         memory: MemorySummary | None = None,
         interrupted: bool = False,
         target_rate: float | None = None,
+        tls_verified: bool | None = None,
     ) -> RunResult:
         recorder.close()
         h = recorder.histogram
@@ -301,6 +348,7 @@ class RunResult:
         )
         if target_rate is not None:
             result._open_model(recorder, target_rate, elapsed)
+        result.connections = connection_stats(recorder, tls_verified)
         return result
 
     def _open_model(self, recorder: Recorder, target_rate: float, elapsed: float) -> None:
@@ -368,6 +416,15 @@ class RunResult:
         row["server_unresolved_count"] = "" if unresolved is None else sum(unresolved.values())
         row["server_total_event"] = (timing.get("events_used") or {}).get("total", "")
         row["memory_verdict"] = self.memory_verdict or ""
+        conns = self.connections or {}
+        row["connections_opened"] = conns.get("opened", "")
+        for name in ("connect", "tls_handshake"):
+            stats = conns.get(name) or {}
+            row[f"{name}_p50_us"] = stats.get("p50_us", "")
+            row[f"{name}_p99_us"] = stats.get("p99_us", "")
+        tls = conns.get("tls") or {}
+        row["tls_version"] = tls.get("version") or ""
+        row["tls_verified"] = "" if "verified" not in tls else str(tls["verified"]).lower()
         for name in OPEN_MODEL_COLUMNS:
             value = getattr(self, name)
             row[name] = (

@@ -28,6 +28,7 @@ def banner(
     target: str = "",
     headers: tuple[tuple[str, str], ...] = (),
     expect_status: str = DEFAULT_EXPECT,
+    tls: str | None = None,
 ) -> str:
     lines = [
         "",
@@ -53,6 +54,7 @@ def banner(
         f"  Telemetry:   {telemetry}",
         f"  Parser:      {parser} (timeout {timeout:g}s per request)",
         *([f"  TCP:         {congestion}"] if congestion else []),
+        *([f"  TLS:         {tls}"] if tls else []),
         f"  Command:     {command}",
         "",
     ]
@@ -101,6 +103,7 @@ def summary(result: RunResult) -> str:
     if result.target_rate is not None:
         lines += open_model_section(result)
     lines += generator_lines(result)
+    lines += connection_lines(result)
     lines += [
         f" Data:        in {format_bytes(result.bytes_in)}"
         f" ({format_bytes(result.bytes_in / elapsed)}/s),"
@@ -176,6 +179,30 @@ def generator_lines(result: RunResult) -> list[str]:
             f" WARNING:     chanload used {busiest:.0%} of a core: these numbers may measure"
             " chanload rather than the target (try --workers, or a second machine and merge)"
         )
+    return lines
+
+
+def connection_lines(result: RunResult) -> list[str]:
+    """New connections: TCP connect and TLS handshake times (apart from request latency)."""
+    conns = result.connections
+    if not conns or not conns.get("opened"):
+        return []
+
+    def times(stats: dict) -> str:
+        if not stats.get("count"):
+            return "none finished"
+        return (
+            f"p50 {format_us(stats['p50_us'])}, p99 {format_us(stats['p99_us'])},"
+            f" max {format_us(stats['max_us'])}"
+        )
+
+    lines = [f" Connections: {conns['opened']} opened, connect {times(conns['connect'])}"]
+    tls = conns.get("tls")
+    if tls is not None:
+        lines.append(f" TLS:         handshake {times(conns.get('tls_handshake') or {})}")
+        negotiated = ", ".join(str(tls[k]) for k in ("version", "cipher", "alpn") if tls.get(k))
+        verified = "certificate verified" if tls.get("verified") else "NOT verified (--insecure)"
+        lines.append(f"              {negotiated + '; ' if negotiated else ''}{verified}")
     return lines
 
 

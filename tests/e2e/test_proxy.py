@@ -238,9 +238,13 @@ def test_admin_endpoint_answers_loopback_clients_only(proxy_factory, sink):
     assert "loopback" in r.json()["error"]
 
 
-async def _through(port: int, path: str, upload: int, download: int, parallel: int) -> None:
+async def _through(
+    port: int, path: str, upload: int, download: int, parallel: int, ssl=None
+) -> None:
     async def one():
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=4 * MIB)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, limit=4 * MIB, ssl=ssl, server_hostname="localhost" if ssl else None
+        )
         writer.write(
             f"POST {path}?response_size={download} HTTP/1.1\r\nHost: x\r\n"
             f"Content-Length: {upload}\r\n\r\n".encode()
@@ -273,6 +277,31 @@ def test_streams_a_gigabyte_each_way_with_flat_memory(proxy_factory, sink, tmp_p
     assert peak - idle < 16 * MIB, f"chanproxy grew by {(peak - idle) / MIB:.1f} MiB"
     sink.stop()
     assert sink.summary["body_bytes_in"] >= 1024 * MIB
+
+
+@pytest.mark.slow
+def test_streams_over_tls_both_ways_with_flat_memory(proxy_factory, sink_factory, tls, tmp_path):
+    """Client -> chanproxy and chanproxy -> chansink both TLS: every byte decrypted
+    and encrypted again in the proxy, and still nothing piles up."""
+    import ssl
+
+    sink = sink_factory(*tls.loopback())
+    proxy = proxy_factory(
+        "--channels",
+        channels_file(tmp_path, sink.url),
+        *tls.loopback(),
+        "--upstream-ca-file",
+        str(tls.ca_file),
+    )
+    context = ssl.create_default_context(cafile=str(tls.ca_file))
+    path = f"/channels/{CHANNEL_ID}/big"
+    asyncio.run(_through(proxy.port, path, MIB, MIB, 2, context))  # warm up
+    idle = rss_bytes(proxy.pid)
+    asyncio.run(asyncio.wait_for(_through(proxy.port, path, 32 * MIB, 32 * MIB, 8, context), 180))
+    peak = rss_bytes(proxy.pid, "VmHWM")
+    assert peak - idle < 16 * MIB, f"chanproxy grew by {(peak - idle) / MIB:.1f} MiB"
+    sink.stop()
+    assert sink.summary["body_bytes_in"] >= 256 * MIB
 
 
 @pytest.mark.slow

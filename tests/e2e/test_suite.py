@@ -88,6 +88,57 @@ def test_embedded_suite_writes_log_csv_json_and_the_overhead_table(tmp_path):
 
 
 @pytest.mark.slow
+def test_embedded_suite_over_tls_verifies_every_scenario(tmp_path):
+    """--embedded --tls: a CA made at start, https on both legs, chanload verifying."""
+    out = subprocess.run(
+        chanload_command(
+            "suite",
+            "--embedded",
+            "--tls",
+            "--duration",
+            "1.5",
+            "--concurrency",
+            "4",
+            "--no-charts",
+            "--out-dir",
+            str(tmp_path),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout[-3000:]
+    assert "TLS on both legs" in out.stdout
+    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert [r["scenario"] for r in doc["results"]] == SEVEN
+    for r in doc["results"]:
+        assert r["url"].startswith("https://127.0.0.1:"), r["url"]
+        assert r["error_count"] == 0, (r["scenario"], r["errors"], r["error_samples"])
+        assert r["connections"]["tls"]["verified"] is True
+        assert r["connections"]["tls_handshake"]["count"] >= 1
+    # The proxy's memory was sampled over TLS too (its verdict at 1 MiB over TLS:
+    # see the note in README's HTTPS section).
+    for r in doc["results"][1:]:
+        assert r["memory"]["source"].startswith("pid "), r["scenario"]
+        assert r["memory_verdict"], r["scenario"]
+    for pid in children_of(out.stdout):
+        assert not alive(pid)
+
+
+def test_tls_without_embedded_is_a_usage_error():
+    out = subprocess.run(
+        chanload_command("suite", "--tls", "--channel-url", "https://x/"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "--tls is for --embedded" in out.stderr
+
+
+@pytest.mark.slow
 def test_sigint_stops_the_suite_and_its_children(tmp_path):
     log = tmp_path / "suite.out"
     proc = subprocess.Popen(

@@ -69,8 +69,12 @@ def test_urls():
     assert str(u.join("/test").with_query({"delay": 5})) == "http://127.0.0.1:4001/test?delay=5"
     c = parse_url("http://h/channels/abc/test?x=1", "--channel-url").with_query({"delay": 1})
     assert c.path == "/channels/abc/test?x=1&delay=1" and c.port == 80
-    with pytest.raises(ValueError, match="https is not supported"):
-        parse_url("https://h/", "--sink")
+    s = parse_url("HTTPS://h/channels/x", "--channel-url")
+    assert (s.scheme, s.port, s.authority, str(s)) == ("https", 443, "h", "https://h/channels/x")
+    assert parse_url("https://h:8443/", "--sink").authority == "h:8443"
+    assert parse_url("http://h:443/", "--sink").authority == "h:443"
+    with pytest.raises(ValueError, match="http://host:port or https://host"):
+        parse_url("ftp://h/", "--sink")
 
 
 def test_cookie_is_masked_in_the_command():

@@ -151,7 +151,9 @@ def test_arrival_rate_sends_on_schedule_and_counts_drops():
     gaps = {round((b - a) / 1e6, 3) for a, b in itertools.pairwise(intended)}
     assert gaps <= {2.5, 2.499, 2.501}  # every 1/400 s, from the start, never from "now"
     lags = [(actual - i) / 1e6 for i, actual in pool.sent]
-    assert sorted(lags)[int(len(lags) * 0.99)] < 10  # ms
+    # ms: generous, a busy or paused machine (a VM's hiccup of 80 ms was seen)
+    # must not fail it; a schedule kept from "now" would lag by whole seconds.
+    assert sorted(lags)[int(len(lags) * 0.99)] < 250
 
 
 def test_a_slow_target_gets_late_requests_not_a_slower_schedule():

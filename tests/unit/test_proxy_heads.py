@@ -139,6 +139,14 @@ def test_a_client_request_id_is_kept_only_when_lightning_would(given, kept):
     assert 20 <= len(ids[0]) <= 200
 
 
+def test_forwarded_proto_says_what_the_client_spoke_to_the_proxy():
+    args = (b"GET", b"/t", [(b"X-Forwarded-Proto", b"gopher")], "h:1", b"127.0.0.1", None)
+    over_tls = header_map(parse_request(heads.upstream_head(*args, scheme=b"https")))
+    assert over_tls[b"x-forwarded-proto"] == [b"https"]
+    plain = header_map(parse_request(heads.upstream_head(*args)))
+    assert plain[b"x-forwarded-proto"] == [b"http"]
+
+
 def test_request_framing_is_the_callers_choice():
     args = (b"POST", b"/t", [], "h:1", b"127.0.0.1")
     chunked = header_map(parse_request(heads.upstream_head(*args, "chunked")))
@@ -203,7 +211,7 @@ def test_the_admin_endpoint_answers_loopback_only_and_validates():
     for bad in ({"name": "a", "sink_url": "http://127.0.0.1:1", "id": 7},
                 {"name": 1, "sink_url": "http://127.0.0.1:1"},
                 {"name": "a", "sink_url": "http://127.0.0.1:1/a b"},
-                {"name": "a", "sink_url": "https://127.0.0.1:1"},
+                {"name": "a", "sink_url": "ftp://127.0.0.1:1"},
                 {"name": "a", "sink_url": "http://127.0.0.1:1", "enabled": "yes"}):  # fmt: skip
         assert ask(b"POST", b"/_admin/channels", json_ct, json.dumps(bad).encode())[0] == 422, bad
     body = json.dumps({"name": "a", "sink_url": "http://127.0.0.1:4001"}).encode()
